@@ -1,0 +1,47 @@
+"""The one error path shared by every command.
+
+Every failure a user can cause (a missing file, a truncated PE, a corrupt PDB, an
+unwritable output) is raised as a :class:`PehpError`.  The CLI prints it as one line
+naming the file and the problem and exits with code 2; the traceback is shown only
+with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import os
+
+EXIT_OK = 0
+EXIT_REJECTED = 1
+EXIT_ERROR = 2
+
+
+class PehpError(Exception):
+    """A user-facing failure.  ``str()`` gives the one-line message."""
+
+    exit_code = EXIT_ERROR
+
+    def __init__(self, message: str, path: str | os.PathLike[str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.path = os.fspath(path) if path is not None else None
+
+    def __str__(self) -> str:
+        if self.path:
+            return f"{self.path}: {self.message}"
+        return self.message
+
+
+class InputError(PehpError):
+    """An input file is missing, unreadable, malformed or of the wrong kind."""
+
+
+class FormatError(InputError):
+    """A structure inside an input file is malformed (bad size, offset out of range...)."""
+
+
+class UsageError(PehpError):
+    """Inconsistent or missing command-line arguments."""
+
+
+class OutputError(PehpError):
+    """An output could not be written; nothing was left behind."""
