@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Machine(str, Enum):
+class Machine(StrEnum):
     X64 = "x64"
     X86 = "x86"
     ARM64 = "arm64"

@@ -1,0 +1,49 @@
+# pehp developer entry points.  Every target installs what it needs, idempotently.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PEHP   := $(VENV)/bin/pehp
+STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
+DEMO   ?= samples/x64/fix_globals
+
+.PHONY: setup toolchain test test-fast demo samples bench lint typecheck fuzz clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+# clang-22 / lld-22 / llvm-22 from Debian, only when missing.
+toolchain:
+	@if ! command -v clang-cl-22 >/dev/null || ! command -v lld-link-22 >/dev/null \
+	    || ! command -v llvm-readobj-22 >/dev/null; then \
+	  echo "installing clang-22 lld-22 llvm-22"; \
+	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends clang-22 lld-22 llvm-22 >/dev/null; \
+	fi
+
+test: setup toolchain
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not toolchain and not network"
+
+demo: setup
+	$(PEHP) info $(DEMO)/base.dll
+	$(PEHP) info $(DEMO)/intermediate.dll --json | head -n 40
+
+samples: toolchain
+	bash samples/build.sh
+
+bench: setup toolchain
+	$(PY) bench/run.py
+
+lint: setup
+	$(PY) -m ruff check pehotpatch tests tools
+	$(PY) -m mypy pehotpatch
+
+clean:
+	rm -rf $(VENV) .cache build .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,116 @@
+"""The `pehp` command: a thin shell over the library API.
+
+Every command funnels failures through :func:`main`: a :class:`PehpError` becomes one
+line on stderr naming the file and the problem, and exit code 2; any other exception
+is reported the same way (it is a bug in pehp) unless ``--debug`` asks for the
+traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from pehotpatch import __version__
+from pehotpatch.errors import EXIT_ERROR, PehpError, UsageError
+
+app = typer.Typer(
+    name="pehp",
+    help="Secure hot-patch generator for Windows PE images.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pehp {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 120)
+
+
+def emit_document(doc: Any, output: Path | None, *, overwrite: bool, inputs: list[Path]) -> None:
+    """Print a JSON/SARIF document, or write it atomically to ``output``."""
+    text = json.dumps(doc, indent=2, sort_keys=False) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+        return
+    from pehotpatch.output import write_atomic
+
+    write_atomic(output, text.encode(), overwrite=overwrite, inputs=inputs)
+
+
+@app.command()
+def info(
+    image: Annotated[Path, typer.Argument(help="PE image (DLL or EXE).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+) -> None:
+    """Show what pehp reads from one image: headers, sections, exports, imports, load config."""
+    from pehotpatch.image.pe import load_pe
+    from pehotpatch.render.info import image_info, render_info
+
+    img = load_pe(image)
+    if json_out:
+        emit_document(image_info(img), output, overwrite=overwrite, inputs=[image])
+    else:
+        if output is not None:
+            raise UsageError("--output needs --json")
+        render_info(img, _console())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `pehp` console script; returns the exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="pehp", standalone_mode=True)
+    except PehpError as exc:
+        if debug:
+            raise
+        sys.stderr.write(f"pehp: error: {exc}\n")
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("pehp: interrupted\n")
+        return 130
+    except SystemExit as exc:  # click's own exit (usage errors exit 2)
+        if exc.code is None:
+            return 0
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        if debug:
+            raise
+        sys.stderr.write(
+            f"pehp: internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)\n"
+        )
+        return EXIT_ERROR
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

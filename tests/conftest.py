@@ -1,0 +1,57 @@
+"""Shared fixtures: the committed samples, real Microsoft-built DLLs from the registry."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+sys.path.insert(0, str(ROOT / "tools"))
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def have_toolchain() -> bool:
+    return all(shutil.which(t) for t in ("clang-cl-22", "lld-link-22"))
+
+
+def scenario_dirs() -> list[Path]:
+    """Every ``samples/<arch>/<scenario>/`` that has an expect.toml."""
+    return sorted(p.parent for p in SAMPLES.glob("*/*/expect.toml"))
+
+
+def load_expect(d: Path) -> dict:
+    with open(d / "expect.toml", "rb") as fh:
+        return tomllib.load(fh)
+
+
+def _corpus(fetch, version: str) -> Path:
+    try:
+        return fetch(version)
+    except Exception as exc:  # no network
+        if IN_CI:
+            raise
+        pytest.skip(f"cannot download the real-world corpus: {exc}")
+
+
+@pytest.fixture(scope="session")
+def msvc_dlls() -> list[Path]:
+    """All DLLs of one msvc-runtime release (MSVC-built, signed, with load config)."""
+    import corpus
+
+    d = _corpus(corpus.msvc_runtime, corpus.MSVC_RUNTIME_VERSIONS[0])
+    return sorted(d.glob("*.dll"))
+
+
+@pytest.fixture(scope="session")
+def msvc_pair() -> tuple[Path, Path]:
+    """The two msvc-runtime releases' directories."""
+    import corpus
+
+    return tuple(_corpus(corpus.msvc_runtime, v) for v in corpus.MSVC_RUNTIME_VERSIONS)  # type: ignore[return-value]
