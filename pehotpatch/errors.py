@@ -21,9 +21,9 @@ class PehpError(Exception):
     exit_code = EXIT_ERROR
 
     def __init__(self, message: str, path: str | os.PathLike[str] | None = None):
-        super().__init__(message)
         self.message = message
         self.path = os.fspath(path) if path is not None else None
+        super().__init__(message, self.path)  # both survive pickling across processes
 
     def __str__(self) -> str:
         if self.path:

@@ -1,0 +1,112 @@
+"""The hot-patch set: which functions of the intermediate were compiled for hot-patching.
+
+Evidence, and where each name came from:
+
+- ``pdb``: S_HOTPATCHFUNC records in the PDB (MSVC's linker keeps them; lld-link
+  drops them);
+- ``objects``: S_HOTPATCHFUNC records in the objects' ``.debug$S`` sections;
+- ``functions-file``: the file given to clang's ``-fms-secure-hotpatch-functions-file``;
+- ``code``: the function reads a ``__ref_*`` pointer, which only code compiled for
+  hot-patching does (added once the code has been normalised).
+
+Disagreements between sources are kept, because each one is a build mistake worth
+reporting (a listed function the compiler never marked, for instance).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pehotpatch.errors import InputError
+
+SOURCES = ("pdb", "objects", "functions-file", "code")
+
+
+@dataclass
+class HotpatchSet:
+    names: dict[str, set[str]] = field(default_factory=dict)  # name -> sources
+    available: set[str] = field(default_factory=set)  # sources that were consulted
+
+    def add(self, name: str, source: str) -> None:
+        self.names.setdefault(name, set()).add(source)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def sorted(self) -> list[str]:
+        return sorted(self.names)
+
+    def compiler_marked(self, name: str) -> bool | None:
+        """True/False when a compiler source (PDB or objects) was consulted, else None."""
+        if not ({"pdb", "objects"} & self.available):
+            return None
+        return bool({"pdb", "objects"} & self.names.get(name, set()))
+
+    def disagreements(self) -> list[tuple[str, str]]:
+        """(name, explanation) for names that some consulted source lacks."""
+        out = []
+        compiler = {"pdb", "objects"} & self.available
+        for name in self.sorted():
+            srcs = self.names[name]
+            if "functions-file" in srcs and compiler and not (compiler & srcs):
+                out.append((name, "listed in the functions file, but the compiler did not mark it "
+                                  "(no S_HOTPATCHFUNC record)"))
+            elif "functions-file" in self.available and "functions-file" not in srcs and srcs & compiler:
+                out.append((name, "marked by the compiler, but not listed in the functions file"))
+        return out
+
+
+def read_functions_file(path: str | os.PathLike[str]) -> list[str]:
+    """Names from a clang functions file: one per line, blank lines skipped."""
+    p = Path(path)
+    try:
+        text = p.read_bytes()
+    except FileNotFoundError:
+        raise InputError("no such file", p) from None
+    except IsADirectoryError:
+        raise InputError("is a directory, not a functions file", p) from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", p) from None
+    if b"\0" in text:
+        raise InputError("not a text file (functions file expected)", p)
+    try:
+        lines = text.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text (functions file expected)", p) from None
+    return [ln.strip() for ln in lines if ln.strip()]
+
+
+def build_hotpatch_set(*, pdb: Any = None, objects: Iterable[Any] = (),
+                       functions_file: str | os.PathLike[str] | None = None) -> HotpatchSet:
+    hs = HotpatchSet()
+    if pdb is not None:
+        hs.available.add("pdb")
+        for name in pdb.hotpatch_functions:
+            hs.add(name, "pdb")
+    objs = list(objects)
+    if objs:
+        hs.available.add("objects")
+        for obj in objs:
+            for name in obj.hotpatch_functions:
+                hs.add(name, "objects")
+    if functions_file is not None:
+        hs.available.add("functions-file")
+        for name in read_functions_file(functions_file):
+            hs.add(name, "functions-file")
+    # A PDB without S_HOTPATCHFUNC (lld drops them) says nothing about the set.
+    if pdb is not None and not pdb.hotpatch_functions:
+        hs.available.discard("pdb")
+    return hs
+
+
+def add_code_evidence(hs: HotpatchSet, functions_reading_ref_slots: Iterable[str]) -> None:
+    hs.available.add("code")
+    for name in functions_reading_ref_slots:
+        hs.add(name, "code")

@@ -1,0 +1,110 @@
+"""Load one image with everything known about it: PE, PDB, objects, hot-patch set.
+
+This is the first stage of every command; later stages receive a :class:`LoadedImage`
+and never open files themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pehotpatch.errors import InputError
+from pehotpatch.hotpatch_set import HotpatchSet, build_hotpatch_set
+from pehotpatch.image.pe import PEImage, load_pe
+from pehotpatch.image.symbols import SymbolIndex, build_index
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass
+class LoadedImage:
+    path: str
+    pe: PEImage
+    index: SymbolIndex
+    pdb_path: str | None = None
+    objects: list[Any] = field(default_factory=list)
+    hotpatch: HotpatchSet | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def pdb(self) -> Any:
+        return self.index.pdb
+
+
+def find_pdb(pe: PEImage) -> Path | None:
+    """The PDB next to the image: ``<stem>.pdb`` or the CodeView record's file name."""
+    here = Path(pe.path)
+    cands = [here.with_suffix(".pdb")]
+    if pe.codeview and pe.codeview.pdb_path:
+        base = pe.codeview.pdb_path.replace("\\", "/").rsplit("/", 1)[-1]
+        if base:
+            cands.append(here.parent / base)
+    for c in cands:
+        if c.is_file():
+            return c
+    return None
+
+
+def load_image(
+    path: PathLike,
+    *,
+    pdb: PathLike | None = None,
+    objects: PathLike | None = None,
+    functions_file: PathLike | None = None,
+    ignore_pdb_mismatch: bool = False,
+    discover_pdb: bool = True,
+) -> LoadedImage:
+    """Read an image and its debug information into one :class:`LoadedImage`.
+
+    ``pdb`` given explicitly must match the image's CodeView GUID/age (unless
+    ``ignore_pdb_mismatch``); a PDB found next to the image that does not match is
+    ignored with a note."""
+    from pehotpatch.image.pdb import load_pdb
+
+    pe = load_pe(path)
+    notes: list[str] = []
+    pdb_obj = None
+    pdb_path: Path | None = Path(pdb) if pdb is not None else None
+    explicit = pdb_path is not None
+    if pdb_path is None and discover_pdb:
+        pdb_path = find_pdb(pe)
+    if pdb_path is not None:
+        pdb_obj = load_pdb(pdb_path)
+        problem = pdb_mismatch(pe, pdb_obj)
+        if problem and not ignore_pdb_mismatch:
+            if explicit:
+                raise InputError(f"{problem}; pass --ignore-pdb-mismatch to use it anyway", pdb_path)
+            notes.append(f"ignored {pdb_path}: {problem}")
+            pdb_obj, pdb_path = None, None
+        elif problem:
+            notes.append(f"using {pdb_path} although {problem}")
+    objs: list[Any] = []
+    if objects is not None:
+        from pehotpatch.image.coff import load_objects
+
+        objs = load_objects(objects)
+    index = build_index(pe, pdb_obj)
+    hset = build_hotpatch_set(pdb=pdb_obj, objects=objs, functions_file=functions_file)
+    return LoadedImage(
+        path=str(path),
+        pe=pe,
+        index=index,
+        pdb_path=str(pdb_path) if pdb_path else None,
+        objects=objs,
+        hotpatch=hset,
+        notes=notes + index.notes,
+    )
+
+
+def pdb_mismatch(pe: PEImage, pdb: Any) -> str | None:
+    """Why ``pdb`` does not belong to ``pe``, or None when it does."""
+    cv = pe.codeview
+    if cv is None:
+        return "the image has no CodeView record to match the PDB against"
+    if cv.guid != pdb.guid or cv.age != pdb.age:
+        return (f"PDB GUID/age {pdb.guid}/{pdb.age} does not match the image's CodeView record "
+                f"{cv.guid}/{cv.age}")
+    return None

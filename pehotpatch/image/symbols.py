@@ -1,0 +1,268 @@
+"""The merged symbol index: one view of an image's functions and globals.
+
+Sources, best first: the PDB (procedures with ranges and signatures, data symbols with
+types), PDB publics (``__ref_*`` slots and anything without a private record), COFF
+symbols in the image, exports, and ``.pdata`` ranges (unnamed functions).  Without a
+PDB the index still works from the last three, and says so in ``notes``.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from pehotpatch.image.machine import Machine
+from pehotpatch.image.pe import PEImage
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pehotpatch.image.pdb import Pdb
+
+REF_PREFIXES = ("__ref_", "___ref_")
+
+
+def ref_target_name(name: str) -> str | None:
+    """``__ref_G`` -> ``G`` (x86: ``___ref_G`` with the C underscore); else None."""
+    if name.startswith("___ref_"):
+        return name[len("___ref_") :]
+    if name.startswith("__ref_"):
+        return name[len("__ref_") :]
+    return None
+
+
+def plain_name(name: str, machine: Machine) -> str:
+    """Undecorate a C name as the compiler wrote it for ``machine``.
+
+    x86 C names carry a leading underscore (``_f``), stdcall adds ``@N`` (``_f@8``) and
+    fastcall is ``@f@8``; x64 and ARM64 names are undecorated.  C++ names are kept."""
+    n = name[6:] if name.startswith("__imp_") else name
+    if machine is not Machine.X86 or n.startswith("?"):
+        return n
+    if n.startswith("@"):
+        head, sep, tail = n[1:].rpartition("@")
+        return head if sep and tail.isdigit() else n
+    head, sep, tail = n.rpartition("@")
+    if sep and tail.isdigit():
+        n = head
+    return n[1:] if n.startswith("_") else n
+
+
+@dataclass
+class Function:
+    name: str
+    rva: int
+    size: int
+    sources: set[str] = field(default_factory=set)
+    aliases: set[str] = field(default_factory=set)  # other names at the same address (ICF)
+    signature: str | None = None
+    type_index: int | None = None
+    module: str | None = None
+    is_static: bool = False
+    exported_as: list[str] = field(default_factory=list)
+
+    @property
+    def end(self) -> int:
+        return self.rva + self.size
+
+    @property
+    def named(self) -> bool:
+        return not self.name.startswith("sub_")
+
+
+@dataclass
+class Global:
+    name: str
+    rva: int
+    size: int | None
+    section: str
+    writable: bool
+    sources: set[str] = field(default_factory=set)
+    type_name: str | None = None
+    type_index: int | None = None
+    contains_pointers: bool | None = None
+    is_const: bool | None = None
+    is_static: bool = False
+    module: str | None = None
+
+    @property
+    def is_ref_slot(self) -> bool:
+        return ref_target_name(self.name) is not None
+
+    @property
+    def mutable(self) -> bool:
+        return self.writable and not self.is_ref_slot
+
+
+@dataclass
+class SymbolIndex:
+    image: PEImage
+    functions: list[Function]
+    globals: list[Global]
+    has_pdb: bool
+    pdb: Any = None
+    notes: list[str] = field(default_factory=list)
+
+    @cached_property
+    def _fstarts(self) -> list[int]:
+        return [f.rva for f in self.functions]
+
+    @cached_property
+    def _gstarts(self) -> list[int]:
+        return [g.rva for g in self.globals]
+
+    @cached_property
+    def functions_by_name(self) -> dict[str, Function]:
+        out: dict[str, Function] = {}
+        for f in self.functions:
+            out.setdefault(f.name, f)
+            for a in f.aliases:
+                out.setdefault(a, f)
+        return out
+
+    @cached_property
+    def globals_by_name(self) -> dict[str, Global]:
+        out: dict[str, Global] = {}
+        for g in self.globals:
+            out.setdefault(g.name, g)
+        return out
+
+    @cached_property
+    def function_by_rva(self) -> dict[int, Function]:
+        return {f.rva: f for f in self.functions}
+
+    def function_at(self, rva: int) -> Function | None:
+        i = bisect.bisect_right(self._fstarts, rva) - 1
+        if i >= 0 and self.functions[i].rva <= rva < max(self.functions[i].end, self.functions[i].rva + 1):
+            return self.functions[i]
+        return None
+
+    def global_at(self, rva: int) -> Global | None:
+        """The global containing ``rva`` (or starting at it, for unknown sizes)."""
+        i = bisect.bisect_right(self._gstarts, rva) - 1
+        if i < 0:
+            return None
+        g = self.globals[i]
+        if g.rva == rva or (g.size is not None and g.rva <= rva < g.rva + g.size):
+            return g
+        return None
+
+    @cached_property
+    def imports_by_slot(self) -> dict[int, str]:
+        return {i.iat_rva: i.key for i in self.image.imports}
+
+
+def build_index(img: PEImage, pdb: Pdb | None = None) -> SymbolIndex:
+    """Merge every symbol source of ``img`` (and its PDB, when given) into one index."""
+    funcs: dict[int, Function] = {}
+    glbs: dict[int, Global] = {}
+    notes: list[str] = []
+
+    def add_func(name: str, rva: int, size: int, source: str, **kw: Any) -> Function | None:
+        s = img.section_at(rva)
+        if s is None or not s.executable:
+            return None
+        f = funcs.get(rva)
+        if f is None:
+            f = funcs[rva] = Function(name, rva, size, {source}, **kw)
+            return f
+        f.sources.add(source)
+        if not f.named and not name.startswith("sub_"):
+            f.aliases.discard(name)
+            f.name = name
+        elif name != f.name and not name.startswith("sub_"):
+            f.aliases.add(name)
+        if size and (not f.size or source == "pdb"):
+            f.size = size
+        for k, v in kw.items():
+            if v is not None and getattr(f, k, None) in (None, False, [], ""):
+                setattr(f, k, v)
+        return f
+
+    def add_global(name: str, rva: int, size: int | None, source: str, **kw: Any) -> None:
+        s = img.section_at(rva)
+        if s is None or s.executable:
+            return
+        g = glbs.get(rva)
+        if g is None:
+            glbs[rva] = Global(name, rva, size, s.name, s.writable, {source}, **kw)
+            return
+        g.sources.add(source)
+        if g.size is None and size is not None:
+            g.size = size
+        for k, v in kw.items():
+            if v is not None and getattr(g, k, None) is None:
+                setattr(g, k, v)
+
+    if pdb is not None:
+        for p in pdb.procedures:
+            add_func(
+                p.name, p.rva, p.size, "pdb",
+                signature=p.signature, type_index=p.type_index, module=p.module,
+                is_static=not p.is_global,
+            )
+        for d in pdb.globals_:
+            add_global(
+                d.name, d.rva, d.size, "pdb",
+                type_name=d.type_name, type_index=d.type_index,
+                contains_pointers=d.contains_pointers, is_const=d.is_const,
+                is_static=not d.is_global, module=d.module,
+            )
+        for pub in pdb.publics:
+            name = plain_name(pub.name, img.machine)
+            if pub.is_function:
+                add_func(name, pub.rva, 0, "public")
+            else:
+                add_global(name, pub.rva, None, "public")
+    else:
+        notes.append("no PDB: names come from exports, COFF symbols and .pdata only; "
+                     "signatures, types and static functions are unknown")
+
+    for e in img.exports:
+        if e.forwarder or not e.name:
+            continue
+        f = add_func(e.name, e.rva, 0, "export")
+        if f is not None:
+            f.exported_as.append(e.name)
+        else:
+            add_global(e.name, e.rva, None, "export")
+    for cs in img.coff_symbols:
+        if cs.rva is None or not cs.name or cs.name.startswith("."):
+            continue
+        if cs.is_function:
+            add_func(plain_name(cs.name, img.machine), cs.rva, 0, "coff", is_static=not cs.is_external)
+        elif cs.storage_class in (2, 3):
+            add_global(plain_name(cs.name, img.machine), cs.rva, None, "coff")
+    for rf in img.functions:
+        f = funcs.get(rf.begin)
+        if f is None:
+            add_func(f"sub_{rf.begin:x}", rf.begin, rf.end - rf.begin, "pdata")
+        else:
+            f.sources.add("pdata")
+            if not f.size:
+                f.size = rf.end - rf.begin
+
+    flist = sorted(funcs.values(), key=lambda f: f.rva)
+    _fill_sizes(img, flist)
+    glist = sorted(glbs.values(), key=lambda g: g.rva)
+    _fill_global_sizes(img, glist)
+    if pdb is None and not img.functions and not img.coff_symbols:
+        notes.append("no .pdata and no COFF symbols: only exported functions are known")
+    return SymbolIndex(img, flist, glist, pdb is not None, pdb, notes)
+
+
+def _fill_sizes(img: PEImage, funcs: list[Function]) -> None:
+    """Give size-less functions (exports, publics) the distance to the next start."""
+    for i, f in enumerate(funcs):
+        if f.size:
+            continue
+        s = img.section_at(f.rva)
+        limit = s.rva + s.size if s else f.rva + 1
+        nxt = funcs[i + 1].rva if i + 1 < len(funcs) else limit
+        f.size = max(1, min(nxt, limit) - f.rva)
+
+
+def _fill_global_sizes(img: PEImage, glbs: list[Global]) -> None:
+    for g in glbs:
+        if g.size is None and g.is_ref_slot:
+            g.size = img.machine.pointer_size
