@@ -82,6 +82,56 @@ def info(
         render_info(img, _console())
 
 
+PdbBase = Annotated[Path | None, typer.Option("--pdb-base", help="PDB of the base image.")]
+PdbNew = Annotated[Path | None, typer.Option("--pdb", help="PDB of the intermediate image.")]
+Objects = Annotated[Path | None, typer.Option("--objects", help="Directory of the intermediate's .obj files.")]
+FunctionsFile = Annotated[
+    Path | None, typer.Option("--functions-file", help="The file given to clang's -fms-secure-hotpatch-functions-file.")
+]
+IgnoreMismatch = Annotated[
+    bool, typer.Option("--ignore-pdb-mismatch", help="Use a PDB whose GUID/age do not match the image.")
+]
+Jobs = Annotated[int | None, typer.Option("--jobs", "-j", help="Worker processes (default: 2).")]
+
+
+def load_pair(base: Path, intermediate: Path, pdb_base: Path | None, pdb: Path | None,
+              objects: Path | None, functions_file: Path | None, ignore_pdb_mismatch: bool):
+    from pehotpatch.image.loader import load_image
+
+    b = load_image(base, pdb=pdb_base, ignore_pdb_mismatch=ignore_pdb_mismatch)
+    n = load_image(intermediate, pdb=pdb, objects=objects, functions_file=functions_file,
+                   ignore_pdb_mismatch=ignore_pdb_mismatch)
+    return b, n
+
+
+@app.command()
+def diff(
+    base: Annotated[Path, typer.Argument(help="The deployed (base) image.")],
+    intermediate: Annotated[Path, typer.Argument(help="The rebuilt image with the fix.")],
+    pdb_base: PdbBase = None,
+    pdb: PdbNew = None,
+    objects: Objects = None,
+    functions_file: FunctionsFile = None,
+    ignore_pdb_mismatch: IgnoreMismatch = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON (docs/diff-schema.md).")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Unified normalised listings.")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write JSON to a file.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    jobs: Jobs = None,
+) -> None:
+    """Show what really changed between two builds, function by function (exit 0)."""
+    from pehotpatch.diff import diff_images
+    from pehotpatch.render.diff import diff_to_json, render_diff
+
+    b, n = load_pair(base, intermediate, pdb_base, pdb, objects, functions_file, ignore_pdb_mismatch)
+    res = diff_images(b, n, jobs=jobs)
+    if json_out or output is not None:
+        emit_document(diff_to_json(res, verbose=verbose), output, overwrite=overwrite,
+                      inputs=[p for p in (base, intermediate, pdb_base, pdb) if p is not None])
+    else:
+        render_diff(res, _console(), verbose=verbose)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `pehp` console script; returns the exit code."""
     args = sys.argv[1:] if argv is None else argv

@@ -36,7 +36,7 @@ def plain_name(name: str, machine: Machine) -> str:
 
     x86 C names carry a leading underscore (``_f``), stdcall adds ``@N`` (``_f@8``) and
     fastcall is ``@f@8``; x64 and ARM64 names are undecorated.  C++ names are kept."""
-    n = name[6:] if name.startswith("__imp_") else name
+    n = name
     if machine is not Machine.X86 or n.startswith("?"):
         return n
     if n.startswith("@"):
@@ -179,10 +179,12 @@ def build_index(img: PEImage, pdb: Pdb | None = None) -> SymbolIndex:
                 setattr(f, k, v)
         return f
 
+    iat_slots = {i.iat_rva for i in img.imports}
+
     def add_global(name: str, rva: int, size: int | None, source: str, **kw: Any) -> None:
         s = img.section_at(rva)
-        if s is None or s.executable:
-            return
+        if s is None or s.executable or rva in iat_slots:
+            return  # IAT slots are imports, not globals
         g = glbs.get(rva)
         if g is None:
             glbs[rva] = Global(name, rva, size, s.name, s.writable, {source}, **kw)
@@ -209,6 +211,8 @@ def build_index(img: PEImage, pdb: Pdb | None = None) -> SymbolIndex:
                 is_static=not d.is_global, module=d.module,
             )
         for pub in pdb.publics:
+            if pub.name.startswith(".weak."):
+                continue  # lld's aliases for weak definitions (the __ref_ slots)
             name = plain_name(pub.name, img.machine)
             if pub.is_function:
                 add_func(name, pub.rva, 0, "public")

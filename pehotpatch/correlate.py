@@ -1,0 +1,244 @@
+"""Pair the functions and globals of two builds.
+
+Order of evidence, strongest first; every pair records how it was made:
+
+1. ``name``: the same (canonical) name on both sides, from PDB, publics, COFF
+   symbols or exports; identical-code-folded aliases share a function.
+2. ``content-hash``: an unpaired function whose normalised body and resolvable
+   references (imports, named targets) occur exactly once on each side.
+3. ``call-graph``: paired functions with the same shape reference unpaired
+   functions at the same positions; those targets pair up (majority vote).
+4. ``order``: between two paired neighbours, equal runs of unpaired functions pair
+   in address order.
+
+The same alignment votes induce a map for unnamed data (``data_map``), so data
+referenced without a symbol compares by identity rather than by address.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from pehotpatch.codemap import FuncCode
+from pehotpatch.image.symbols import Function, Global, SymbolIndex
+
+_SUFFIX = re.compile(r"(\.(cold|part|isra|constprop|llvm|lto_priv|localalias)(\.\d+)*)+$")
+
+
+def canonical_name(name: str) -> str:
+    """A name without compiler-added suffixes (``f.cold``, ``f.llvm.123``)."""
+    return _SUFFIX.sub("", name)
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionPair:
+    base: Function
+    new: Function
+    method: str
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalPair:
+    base: Global
+    new: Global
+    method: str
+
+
+@dataclass
+class Correlation:
+    functions: list[FunctionPair] = field(default_factory=list)
+    removed_functions: list[Function] = field(default_factory=list)
+    added_functions: list[Function] = field(default_factory=list)
+    globals: list[GlobalPair] = field(default_factory=list)
+    removed_globals: list[Global] = field(default_factory=list)
+    added_globals: list[Global] = field(default_factory=list)
+    function_map: dict[int, int] = field(default_factory=dict)  # base start -> new start
+    global_map: dict[int, int] = field(default_factory=dict)
+    data_map: dict[int, int] = field(default_factory=dict)  # unnamed data, by votes
+
+    def methods(self) -> dict[str, int]:
+        return dict(sorted(Counter(p.method for p in self.functions).items()))
+
+
+class _Pairer:
+    def __init__(self, base: SymbolIndex, new: SymbolIndex,
+                 bcode: dict[int, FuncCode], ncode: dict[int, FuncCode]):
+        self.base, self.new = base, new
+        self.bcode, self.ncode = bcode, ncode
+        self.fmap: dict[int, int] = {}
+        self.rfmap: dict[int, int] = {}
+        self.method: dict[int, str] = {}
+        self.dmap: dict[int, int] = {}
+
+    def pair(self, b: Function, n: Function, method: str) -> None:
+        if b.rva in self.fmap or n.rva in self.rfmap:
+            return
+        self.fmap[b.rva] = n.rva
+        self.rfmap[n.rva] = b.rva
+        self.method[b.rva] = method
+
+    # -- 1. names ------------------------------------------------------------------------
+    def by_name(self) -> None:
+        def names(ix: SymbolIndex) -> dict[str, list[Function]]:
+            out: dict[str, list[Function]] = defaultdict(list)
+            for f in ix.functions:
+                if not f.named:
+                    continue
+                for nm in {f.name, *f.aliases}:
+                    out[canonical_name(nm)].append(f)
+            return out
+
+        bn, nn = names(self.base), names(self.new)
+        for name in sorted(bn.keys() & nn.keys()):
+            bl, nl = bn[name], nn[name]
+            if len(bl) == 1 and len(nl) == 1:
+                self.pair(bl[0], nl[0], "name")
+                continue
+            # Same name in several modules (static functions): by module, then order.
+            by_mod = defaultdict(list)
+            for f in nl:
+                by_mod[f.module].append(f)
+            rest_b = []
+            for f in bl:
+                cand = [c for c in by_mod.get(f.module, []) if c.rva not in self.rfmap]
+                if f.module is not None and len(cand) == 1:
+                    self.pair(f, cand[0], "name")
+                else:
+                    rest_b.append(f)
+            rest_n = [f for f in nl if f.rva not in self.rfmap]
+            if len(rest_b) == len(rest_n):
+                for b, n in zip(rest_b, rest_n, strict=True):
+                    self.pair(b, n, "name")
+
+    # -- 2. content hash -----------------------------------------------------------------
+    def _stable_key(self, ix: SymbolIndex, code: FuncCode, mapped: dict[int, int] | None) -> tuple:
+        refs = []
+        slots = ix.imports_by_slot
+        for _, kind, t in code.refs:
+            if t in slots:
+                refs.append((kind, slots[t]))
+            elif mapped is not None and t in mapped:
+                refs.append((kind, "f", mapped[t]))
+            elif mapped is None and t in self.rfmap:
+                refs.append((kind, "f", t))
+            else:
+                refs.append((kind, "?"))
+        return (code.digest, tuple(refs))
+
+    def by_content(self) -> int:
+        ub = [f for f in self.base.functions if f.rva not in self.fmap and f.rva in self.bcode]
+        un = [f for f in self.new.functions if f.rva not in self.rfmap and f.rva in self.ncode]
+        if not ub or not un:
+            return 0
+        kb: dict[tuple, list[Function]] = defaultdict(list)
+        kn: dict[tuple, list[Function]] = defaultdict(list)
+        for f in ub:
+            kb[self._stable_key(self.base, self.bcode[f.rva], self.fmap)].append(f)
+        for f in un:
+            kn[self._stable_key(self.new, self.ncode[f.rva], None)].append(f)
+        made = 0
+        for key, bl in kb.items():
+            nl = kn.get(key)
+            if nl and len(bl) == 1 and len(nl) == 1:
+                self.pair(bl[0], nl[0], "content-hash")
+                made += 1
+        return made
+
+    # -- 3. call graph (and data) votes --------------------------------------------------
+    def by_votes(self) -> int:
+        fvotes: dict[int, Counter] = defaultdict(Counter)
+        dvotes: dict[int, Counter] = defaultdict(Counter)
+        bstarts, nstarts = self.base.function_by_rva, self.new.function_by_rva
+        for brva, nrva in list(self.fmap.items()):
+            cb, cn = self.bcode.get(brva), self.ncode.get(nrva)
+            if cb is None or cn is None or len(cb.refs) != len(cn.refs):
+                continue
+            if cb.digest != cn.digest and len(cb.refs) < 2:
+                continue
+            for (_, kb, tb), (_, kn, tn) in zip(cb.refs, cn.refs, strict=True):
+                if kb != kn:
+                    continue
+                if tb in bstarts and tn in nstarts:
+                    if tb not in self.fmap and tn not in self.rfmap:
+                        fvotes[tb][tn] += 1
+                elif tb not in bstarts and tn not in nstarts:
+                    dvotes[tb][tn] += 1
+        made = 0
+        for tb, cnt in sorted(fvotes.items()):
+            tn, _ = cnt.most_common(1)[0]
+            if tn not in self.rfmap:
+                self.pair(bstarts[tb], nstarts[tn], "call-graph")
+                made += 1
+        for tb, cnt in dvotes.items():
+            self.dmap[tb] = cnt.most_common(1)[0][0]
+        return made
+
+    # -- 4. order --------------------------------------------------------------------------
+    def by_order(self) -> int:
+        anchors = sorted(self.fmap.items())
+        bf = [f for f in self.base.functions if f.rva not in self.fmap]
+        nf = [f for f in self.new.functions if f.rva not in self.rfmap]
+        if not bf or not nf:
+            return 0
+        made = 0
+        bounds = [(-1, -1), *anchors, (1 << 40, 1 << 40)]
+        import bisect
+
+        bstarts = [f.rva for f in bf]
+        nstarts = [f.rva for f in nf]
+        for (b0, n0), (b1, n1) in zip(bounds, bounds[1:], strict=False):
+            if n1 <= n0:
+                continue
+            bi = bf[bisect.bisect_right(bstarts, b0) : bisect.bisect_left(bstarts, b1)]
+            ni = nf[bisect.bisect_right(nstarts, n0) : bisect.bisect_left(nstarts, n1)]
+            if bi and len(bi) == len(ni) and len(bi) <= 64:
+                for b, n in zip(bi, ni, strict=True):
+                    if b.named and n.named and canonical_name(b.name) != canonical_name(n.name):
+                        continue  # two different names are not the same function
+                    if max(b.size, n.size) <= 4 * max(1, min(b.size, n.size)):
+                        self.pair(b, n, "order")
+                        made += 1
+        return made
+
+
+def correlate(base: SymbolIndex, new: SymbolIndex,
+              bcode: dict[int, FuncCode], ncode: dict[int, FuncCode]) -> Correlation:
+    p = _Pairer(base, new, bcode, ncode)
+    p.by_name()
+    for _ in range(4):
+        made = p.by_content() + p.by_votes()
+        if not made:
+            break
+    p.by_order()
+    p.by_votes()  # refresh the data map with the final pairs
+
+    corr = Correlation(function_map=dict(p.fmap), data_map=p.dmap)
+    nby = new.function_by_rva
+    for f in base.functions:
+        n = p.fmap.get(f.rva)
+        if n is None:
+            corr.removed_functions.append(f)
+        else:
+            corr.functions.append(FunctionPair(f, nby[n], p.method[f.rva]))
+    corr.added_functions = [f for f in new.functions if f.rva not in p.rfmap]
+
+    # Globals: by canonical name; __ref_ slots are hot-patch plumbing and pair like any.
+    nglob: dict[str, list[Global]] = defaultdict(list)
+    for g in new.globals:
+        nglob[canonical_name(g.name)].append(g)
+    taken: set[int] = set()
+    for g in base.globals:
+        cands = [c for c in nglob.get(canonical_name(g.name), []) if c.rva not in taken]
+        if g.module is not None and len(cands) > 1:
+            cands = [c for c in cands if c.module == g.module] or cands
+        if cands:
+            c = cands[0]
+            taken.add(c.rva)
+            corr.globals.append(GlobalPair(g, c, "name"))
+            corr.global_map[g.rva] = c.rva
+        else:
+            corr.removed_globals.append(g)
+    corr.added_globals = [g for g in new.globals if g.rva not in taken]
+    return corr
