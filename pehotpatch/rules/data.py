@@ -1,0 +1,229 @@
+"""HP4xx: globals and data.
+
+When a patch is applied, patched code reaches mutable globals (and constant globals
+that hold pointers) through ``__ref_`` pointers that the engine points at the *base*
+image's storage: the running values live there.  Everything else the patch image
+reads (string literals, numeric tables) is its own copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pehotpatch.diff import THROUGH_DATA, FunctionDiff, _Resolver, read_cstring
+from pehotpatch.image.symbols import Global, SymbolIndex
+from pehotpatch.rules import ERROR, NOTE, WARNING, Finding, checker, define, finding, hx
+from pehotpatch.rules.context import Context
+
+define(
+    "HP401", "GlobalInitializerChanged", "mutable global initializer changed", ERROR,
+    """The initial value of a global whose storage the patch shares with the base (a
+    mutable global, or a constant one holding pointers) changed. The running value
+    lives in the base image and was initialised when the base was loaded; patched code
+    reaches that storage through its __ref_ pointer, so the new initializer never takes
+    effect until a reboot.""",
+)
+define(
+    "HP402", "GlobalLayoutChanged", "global size or type changed", ERROR,
+    """A global whose storage the patch shares with the base changed size or type.
+    Patched code would access the base's object, which still has the old size and
+    layout.""",
+)
+define(
+    "HP403", "GlobalRemoved", "global removed", ERROR,
+    """A global of the base has no counterpart in the intermediate. When the base
+    version of a patched function used it, the state it carried is abandoned: the
+    running base's unpatched code may keep updating it and nothing in the patch reads
+    it (error). When only unpatched code used it, the running base keeps it (note).""",
+)
+define(
+    "HP404", "GlobalAdded", "new mutable global", WARNING,
+    """The intermediate has a mutable global the base does not. The base has no storage
+    for it, so it lives in the patch image and starts from its initializer when the
+    patch is applied, not from any state the running program built up. That is fine
+    when the patch's code expects exactly that; an exported __PatchMainCallout__ can
+    initialise it.""",
+)
+define(
+    "HP405", "ReadOnlyDataChangedUnpatched", "changed read-only data read by an unpatched function",
+    WARNING,
+    """A function whose code is unchanged reads read-only data (a constant table or a
+    string) whose bytes changed, and it is not in the hot-patch set. The running base
+    keeps executing its own copy of the function with the old data, so the data change
+    takes no effect for it. Add the function to the hot-patch set if the change matters
+    to it.""",
+)
+
+
+def shares_storage(g: Global) -> bool:
+    """Patched code reaches this global in the base image (through a __ref_ pointer)."""
+    if g.is_ref_slot:
+        return False
+    return g.writable or bool(g.contains_pointers)
+
+
+@checker("HP4xx")
+def check_data(ctx: Context) -> Iterator[Finding]:
+    users_new = _data_users(ctx, 1)
+    users_base = _data_users(ctx, 0)
+    for gd in ctx.diff.globals_changed:
+        g = gd.new
+        if not shares_storage(g) and not shares_storage(gd.base):
+            continue
+        who = users_new.get(g.name, [])
+        patched_users = [n for n in who if n in ctx.patched_names]
+        common = {"base_rva": hx(gd.base.rva), "new_rva": hx(g.rva), "section": g.section,
+                  "detail": gd.detail, "used_by_patched": patched_users}
+        if "size" in gd.changes or "type" in gd.changes:
+            expl = [f"{g.name}: {gd.detail}", "its running instance lives in the base image, with the old "
+                    "size and type"]
+            if patched_users:
+                expl.append(f"patched code uses it: {', '.join(patched_users)}")
+            yield finding("HP402", f"global {g.name} changed {' and '.join(c for c in gd.changes if c != 'initializer')}",
+                          symbol=g.name, kind="global", explanation=expl,
+                          evidence={**common, "base_size": gd.base.size, "new_size": g.size,
+                                    "base_type": gd.base.type_name, "new_type": g.type_name})
+        elif "initializer" in gd.changes:
+            expl = [f"the initial value of {g.name} changed ({gd.detail})",
+                    f"its running value lives in the base image ({g.section}), initialised when the base loaded",
+                    "the new initializer never takes effect in a running process"]
+            ev = {**common, **_bytes_evidence(ctx, gd.base, g)}
+            yield finding("HP401", f"initializer of mutable global {g.name} changed", symbol=g.name,
+                          kind="global", explanation=expl, evidence=ev)
+    for g in ctx.diff.removed_globals:
+        if g.is_ref_slot:
+            continue
+        who = users_base.get(g.name, [])
+        patched_base = {fd.base.name for fd in ctx.patched}
+        via_patched = [n for n in who if n in patched_base]
+        expl = [f"{g.name} exists in the base but not in the intermediate"]
+        if via_patched:
+            expl.append(f"the base version of {', '.join(via_patched)} (patched) used it; "
+                        "the state it carried is abandoned")
+            sev = ERROR
+        else:
+            expl.append("no patched function used it; the running base keeps it")
+            sev = NOTE
+        yield finding("HP403", f"global {g.name} removed", symbol=g.name, kind="global", severity=sev,
+                      explanation=expl,
+                      evidence={"base_rva": hx(g.rva), "section": g.section, "used_by_base": who[:20]})
+    for g in ctx.diff.added_globals:
+        if not g.writable or g.is_ref_slot:
+            continue
+        who = users_new.get(g.name, [])
+        expl = [f"{g.name} exists only in the intermediate",
+                "it lives in the patch image and starts from its initializer when the patch is applied"]
+        if who:
+            expl.append(f"used by {', '.join(who[:8])}")
+        yield finding("HP404", f"new mutable global {g.name}", symbol=g.name, kind="global",
+                      explanation=expl,
+                      evidence={"new_rva": hx(g.rva), "section": g.section, "size": g.size, "used_by": who[:20]})
+    for fd in ctx.diff.functions:
+        if fd.status != THROUGH_DATA or ctx.in_set(fd.new):
+            continue
+        data = changed_readonly_data(ctx, fd)
+        if not data:
+            continue
+        yield finding(
+            "HP405", f"{fd.new.name} reads changed read-only data but is not patched", symbol=fd.new.name,
+            kind="function",
+            explanation=[f"{fd.new.name}'s code is unchanged, but it reads {', '.join(data)}, whose bytes changed",
+                         f"{fd.new.name} is not in the hot-patch set, so the running base keeps using the old data"],
+            evidence={"data": data, "base_rva": hx(fd.base.rva), "new_rva": hx(fd.new.rva)},
+        )
+
+
+def _data_users(ctx: Context, side: int) -> dict[str, list[str]]:
+    """Global name -> functions that reference it (directly, or through its __ref_ slot)."""
+    from pehotpatch.image.symbols import ref_target_name
+
+    ix = ctx.index(side)
+    out: dict[str, list[str]] = {}
+    for fn in ix.functions:
+        for r in ctx.refs(side, fn):
+            if r.kind != "data":
+                continue
+            g = ix.global_at(r.target)
+            if g is None:
+                continue
+            name = ref_target_name(g.name) or g.name
+            lst = out.setdefault(name, [])
+            if fn.name not in lst:
+                lst.append(fn.name)
+    return out
+
+
+def _bytes_evidence(ctx: Context, gb: Global, gn: Global) -> dict[str, str]:
+    n = min(x for x in (gb.size or 0, gn.size or 0, 64) if x) if (gb.size or gn.size) else 0
+    if not n:
+        return {}
+    db = ctx.bix.image.try_read(gb.rva, n)
+    dn = ctx.nix.image.try_read(gn.rva, n)
+    if db is None or dn is None:
+        return {}
+    return {"base_bytes": db.hex(), "new_bytes": dn.hex()}
+
+
+# ---- read-only data, compared with relocated pointers resolved -------------------------
+MAX_DATA_COMPARE = 256
+
+
+def _readonly(ix: SymbolIndex, t: int) -> bool:
+    s = ix.image.section_at(t)
+    return s is not None and not s.writable and not s.executable
+
+
+def _extent(ix: SymbolIndex, t: int) -> int:
+    g = ix.global_at(t)
+    if g is not None and g.size:
+        return max(0, min(MAX_DATA_COMPARE, g.rva + g.size - t))
+    s = read_cstring(ix.image, t, MAX_DATA_COMPARE)
+    if s is not None:
+        return len(s) + 1
+    return 16
+
+
+def _resolved(ix: SymbolIndex, t: int, n: int, key) -> list | None:
+    """The bytes at ``t`` with every relocated pointer replaced by a comparable key of its
+    target (the string it points to, or the paired function/global/data)."""
+    raw = ix.image.try_read(t, n)
+    if raw is None:
+        return None
+    ptr = ix.image.machine.pointer_size
+    out: list = []
+    relocs = set(r - t for r in ix.image.relocations.within(t, t + n))
+    i = 0
+    while i < n:
+        if i in relocs and i + ptr <= n:
+            va = int.from_bytes(raw[i : i + ptr], "little") - ix.image.image_base
+            s = read_cstring(ix.image, va)
+            out.append(("str", s) if s is not None else key(va))
+            i += ptr
+        else:
+            out.append(raw[i])
+            i += 1
+    return out
+
+
+def changed_readonly_data(ctx: Context, fd: FunctionDiff) -> list[str]:
+    """Read-only data that ``fd`` reads and whose contents really differ.
+
+    Pointers under base relocations compare by what they point to, so a table of
+    string pointers that only moved with the layout is not a change."""
+    cb, cn = ctx.code(0, fd.base.rva), ctx.code(1, fd.new.rva)
+    if cb is None or cn is None or len(cb.refs) != len(cn.refs):
+        return list(fd.data)
+    out: list[str] = []
+    kbase = _Resolver(ctx.bix, ctx.diff.correlation, "base").key
+    knew = _Resolver(ctx.nix, None, "new").key
+    for (_, kb, tb), (_, kn, tn) in zip(cb.refs, cn.refs, strict=True):
+        if kb != kn or kn != 2:  # KIND_CODES["data"]
+            continue
+        if not (_readonly(ctx.bix, tb) and _readonly(ctx.nix, tn)):
+            continue
+        n = max(_extent(ctx.bix, tb), _extent(ctx.nix, tn))
+        if _resolved(ctx.bix, tb, n, kbase) != _resolved(ctx.nix, tn, n, knew):
+            label = ctx.describe(1, tn)
+            if label not in out:
+                out.append(label)
+    return out

@@ -1,0 +1,245 @@
+"""HP3xx: function signatures and the layout of types that changed code uses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pehotpatch.image.codeview.types import (
+    ArgListRecord,
+    ArrayRecord,
+    ClassRecord,
+    MemberFunctionRecord,
+    ModifierRecord,
+    PointerRecord,
+    ProcedureRecord,
+)
+from pehotpatch.image.symbols import ref_target_name
+from pehotpatch.rules import ERROR, NOTE, Finding, checker, define, finding, hx
+from pehotpatch.rules.context import Context
+
+define(
+    "HP301", "SignatureChanged", "signature of an existing function changed", ERROR,
+    """A function present in both images has a different signature (return type,
+    parameter types or calling convention, from the PDBs). When the base function is
+    redirected, its existing callers in the running image keep passing the old
+    arguments; a function that is not patched keeps being called by patched code with
+    the new ones. Either way caller and callee disagree.""",
+)
+define(
+    "HP302", "SignaturesUnchecked", "signatures could not be checked", NOTE,
+    """One of the two images has no PDB, so function signatures (HP301) and type
+    layouts (HP311) could not be compared. Pass --pdb-base / --pdb (or put the PDBs
+    next to the images) to have them checked.""",
+)
+define(
+    "HP311", "TypeLayoutChanged", "type layout changed", ERROR,
+    """A struct, class or union used by changed code (in a changed function's
+    signature, or as the type of a global it reads or writes, or of a global at all)
+    gained, lost, resized or moved a field, or changed size. Objects of that type that
+    already exist in the running image (globals, heap objects, callers' stack frames)
+    keep the old layout, and patched code would read them with the new one.""",
+)
+
+MAX_TYPE_DEPTH = 4
+
+
+@checker("HP3xx")
+def check_layout(ctx: Context) -> Iterator[Finding]:
+    missing = [side for side, ix in (("base", ctx.bix), ("intermediate", ctx.nix)) if not ix.has_pdb]
+    if missing:
+        yield finding(
+            "HP302", f"signatures and type layouts could not be checked: no PDB for the {' and '.join(missing)}",
+            kind="image", evidence={"without_pdb": missing},
+            explanation=[f"the {' and the '.join(missing)} {'has' if len(missing) == 1 else 'have'} no PDB",
+                         "signatures (HP301) and type layouts (HP311) come from the PDBs"],
+        )
+        return
+    yield from _signatures(ctx)
+    yield from _layouts(ctx)
+
+
+# ---- HP301 ----------------------------------------------------------------------------
+def _signatures(ctx: Context) -> Iterator[Finding]:
+    callers = _base_callers(ctx)
+    for name, (sb, sn, fb, fn) in sorted(ctx.signature_changes.items()):
+        expl = [f"base: {sb}", f"intermediate: {sn}"]
+        who = callers.get(fb.rva, [])
+        patched_base = {fd.base.name for fd in ctx.patched}
+        unpatched = [c for c in who if c not in patched_base]
+        if name in ctx.patched_names:
+            if unpatched:
+                expl.append(f"it is patched, and unpatched callers in the running base ({', '.join(unpatched[:8])}) "
+                            "would call the new code with the old arguments")
+            elif who:
+                expl.append(f"its base callers ({', '.join(who[:8])}) are patched too, but calls already under "
+                            "way and callers outside the image still use the old signature")
+        elif who:
+            expl.append("it is not patched, and patched code calling it passes the new arguments to the old code"
+                        if any(c in patched_base for c in who) else f"called by {', '.join(who[:8])}")
+        if fb.exported_as:
+            expl.append(f"it is exported ({', '.join(fb.exported_as)}): other images call it with the old signature")
+        yield finding(
+            "HP301", f"signature of {name} changed", symbol=name, kind="function",
+            evidence={"base": sb, "intermediate": sn, "base_callers": who,
+                      "in_hotpatch_set": ctx.in_set(fn), "base_rva": hx(fb.rva), "new_rva": hx(fn.rva)},
+            explanation=expl,
+        )
+
+
+def _base_callers(ctx: Context) -> dict[int, list[str]]:
+    want = {v[2].rva for v in ctx.signature_changes.values()}
+    out: dict[int, list[str]] = {}
+    if not want:
+        return out
+    for f in ctx.bix.functions:
+        for r in ctx.refs(0, f):
+            if r.kind in ("call", "jump") and r.target in want and r.target != f.rva:
+                lst = out.setdefault(r.target, [])
+                if f.name not in lst:
+                    lst.append(f.name)
+    return out
+
+
+# ---- HP311 ----------------------------------------------------------------------------
+def _layouts(ctx: Context) -> Iterator[Finding]:
+    bt, nt = ctx.pdb_types(0), ctx.pdb_types(1)
+    if bt is None or nt is None:
+        return
+    used = used_types(ctx, nt)
+    for name in sorted(used):
+        why = used[name]
+        bti, nti = bt.udt_by_name(name), nt.udt_by_name(name)
+        if bti is None or nti is None:
+            continue
+        lb, ln = bt.layout(bti), nt.layout(nti)
+        if lb.is_forward_ref or ln.is_forward_ref:
+            continue
+        changes = layout_changes(lb, ln)
+        if not changes:
+            continue
+        yield finding(
+            "HP311", f"layout of {name} changed: {changes[0]}" + (f" (+{len(changes) - 1} more)" if len(changes) > 1 else ""),
+            symbol=name, kind="type",
+            evidence={"changes": changes, "used_by": why[:10],
+                      "base_size": lb.size, "intermediate_size": ln.size,
+                      "base_fields": _fields_json(lb), "intermediate_fields": _fields_json(ln)},
+            explanation=[f"{name} is used by changed code: {why[0]}", *changes],
+        )
+
+
+def used_types(ctx: Context, nt: Any) -> dict[str, list[str]]:
+    """UDT name -> why it counts as used (first reason first)."""
+    used: dict[str, list[str]] = {}
+
+    def add(ti: int, why: str) -> None:
+        _collect(nt, ti, why, used, 0, set())
+
+    for fd in ctx.changed:
+        fn = fd.new
+        if fn.type_index:
+            for ti in _function_types(nt, fn.type_index):
+                add(ti, f"the signature of {fn.name} (changed)")
+        seen: set[str] = set()
+        for r in ctx.refs(1, fn):
+            if r.kind != "data":
+                continue
+            g = ctx.nix.global_at(r.target)
+            if g is None:
+                continue
+            target = ref_target_name(g.name)
+            if target is not None:
+                g = ctx.nix.globals_by_name.get(target)
+                if g is None:
+                    continue
+            if g.name in seen or not g.type_index:
+                continue
+            seen.add(g.name)
+            add(g.type_index, f"{fn.name} (changed) uses the global {g.name}")
+    for gp in ctx.diff.correlation.globals:
+        g = gp.new
+        if g.type_index and not g.is_ref_slot and (g.writable or g.contains_pointers):
+            add(g.type_index, f"the type of the global {g.name}, which the patch shares with the base")
+    return used
+
+
+def _function_types(types: Any, ti: int) -> list[int]:
+    rec = types.record(ti)
+    if not isinstance(rec, (ProcedureRecord, MemberFunctionRecord)):
+        return []
+    out = [rec.return_type]
+    args = types.record(rec.arg_list) if rec.arg_list else None
+    if isinstance(args, ArgListRecord):
+        out.extend(a for a in args.arg_types if a)
+    if isinstance(rec, MemberFunctionRecord) and rec.class_type:
+        out.append(rec.class_type)
+    return out
+
+
+def _collect(types: Any, ti: int, why: str, used: dict[str, list[str]], depth: int, active: set[int]) -> None:
+    if depth > MAX_TYPE_DEPTH or ti in active or ti < 0x1000:
+        return
+    active.add(ti)
+    try:
+        rec = types.record(ti)
+        if isinstance(rec, PointerRecord):
+            _collect(types, rec.referent_type, why, used, depth, active)
+        elif isinstance(rec, ModifierRecord):
+            _collect(types, rec.modified_type, why, used, depth, active)
+        elif isinstance(rec, ArrayRecord):
+            _collect(types, rec.element_type, why, used, depth, active)
+        elif isinstance(rec, ClassRecord):
+            real = types.resolve(ti)
+            rrec = types.record(real)
+            if not isinstance(rrec, ClassRecord) or rrec.is_forward_ref or not rrec.name:
+                return
+            reasons = used.setdefault(rrec.name, [])
+            if why not in reasons:
+                reasons.append(why)
+            lay = types.layout(real)
+            for f in (*lay.bases, *lay.fields):
+                if f.type_index:
+                    _collect(types, f.type_index, f"{why} (through {rrec.name}.{f.name})", used,
+                             depth + 1, active)
+    finally:
+        active.discard(ti)
+
+
+def layout_changes(lb: Any, ln: Any) -> list[str]:
+    """What differs between two layouts of the same type, in declaration order."""
+    out: list[str] = []
+    if lb.size != ln.size:
+        out.append(f"size {lb.size} -> {ln.size} bytes")
+    for what, bl, nl in (("base class", lb.bases, ln.bases), ("field", lb.fields, ln.fields)):
+        bf = {f.name: f for f in bl}
+        nf = {f.name: f for f in nl}
+        for f in nl:
+            if f.name not in bf:
+                out.append(f"{what} {f.name} ({f.type_name}) added at +{f.offset:#x}")
+        for f in bl:
+            if f.name not in nf:
+                out.append(f"{what} {f.name} ({f.type_name}) removed (was at +{f.offset:#x})")
+        for f in nl:
+            b = bf.get(f.name)
+            if b is None:
+                continue
+            if b.offset != f.offset or b.bit_offset != f.bit_offset:
+                out.append(f"{what} {f.name} moved from +{_pos(b)} to +{_pos(f)}")
+            if b.type_name != f.type_name:
+                out.append(f"{what} {f.name} type {b.type_name} -> {f.type_name}")
+            elif b.size != f.size or b.bit_size != f.bit_size:
+                out.append(f"{what} {f.name} size {b.size} -> {f.size}")
+    if lb.has_vfptr != ln.has_vfptr:
+        out.append("virtual function table pointer " + ("added" if ln.has_vfptr else "removed"))
+    return out
+
+
+def _pos(f: Any) -> str:
+    s = f"{f.offset:#x}"
+    if f.bit_offset is not None:
+        s += f".{f.bit_offset}"
+    return s
+
+
+def _fields_json(lay: Any) -> list[dict[str, Any]]:
+    return [{"name": f.name, "offset": f.offset, "type": f.type_name, "size": f.size} for f in lay.fields]
