@@ -1,0 +1,34 @@
+"""Per-ISA instruction normalisation for the function differ.
+
+``normalize(machine, code, rva, image_base=..., relocs=...)`` turns one function's bytes
+into a :class:`NormalizedCode`: a layout-independent ``shape`` string plus the external
+references (:class:`Ref`) it makes.  See :mod:`pehotpatch.disasm.normalize`.
+"""
+
+from pehotpatch.disasm.model import (
+    CALL,
+    DATA,
+    HOTPATCH_NOPS,
+    INDIRECT_CALL,
+    INDIRECT_JUMP,
+    JUMP,
+    PLACEHOLDER,
+    NormalizedCode,
+    Ref,
+)
+from pehotpatch.disasm.normalize import normalize
+from pehotpatch.image.machine import Machine
+
+__all__ = [
+    "CALL",
+    "DATA",
+    "HOTPATCH_NOPS",
+    "INDIRECT_CALL",
+    "INDIRECT_JUMP",
+    "JUMP",
+    "PLACEHOLDER",
+    "Machine",
+    "NormalizedCode",
+    "Ref",
+    "normalize",
+]

@@ -1,0 +1,194 @@
+"""The normaliser's result types and the helpers shared by the per-ISA code."""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pehotpatch.image.machine import Machine
+
+PLACEHOLDER = "@"
+
+# A direct x86/x64 branch in disassembly text: the whole line is "mnemonic target".
+X86_BRANCH_RE = re.compile(
+    r"\n(?:(?:bnd|notrack) )?(call|j[a-z]+|loop[a-z]*|xbegin) (0x[0-9a-f]+|\d+)(?=\n)"
+)
+
+#: The two-byte no-op that /hotpatch puts at a function's entry, per machine.
+HOTPATCH_NOPS = {Machine.X64: b"\x66\x90", Machine.X86: b"\x8b\xff", Machine.ARM64: b""}
+#: Encodings accepted as that no-op at the entry: ``89 ff`` is the other ``mov edi, edi``,
+#: and clang puts ``66 90`` on x86 too.
+HOTPATCH_NOP_ENCODINGS = {
+    Machine.X64: frozenset((b"\x66\x90",)),
+    Machine.X86: frozenset((b"\x8b\xff", b"\x89\xff", b"\x66\x90")),
+    Machine.ARM64: frozenset(),
+}
+
+# How many bytes at the entry a hot-patch overwrites: a jump back into them makes the
+# entry unpatchable.
+ENTRY_PATCH_BYTES = {Machine.X64: 2, Machine.X86: 2, Machine.ARM64: 4}
+
+# Reference kinds
+CALL = "call"
+JUMP = "jump"
+DATA = "data"
+INDIRECT_CALL = "indirect_call"
+INDIRECT_JUMP = "indirect_jump"
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """One external address in a function's code.
+
+    ``offset`` is the offset (from the function start) of the instruction holding it,
+    ``target`` the RVA it designates; ``kind`` is one of ``call`` (direct call),
+    ``jump`` (direct jump leaving the function, tail calls included), ``data`` (an
+    address taken or read: RIP-relative, x86 absolute with a base relocation, ARM64
+    adrp pair, jump-table RVA), ``indirect_call`` / ``indirect_jump`` (through a memory
+    slot such as an IAT entry; ``target`` is the slot's RVA).
+    """
+
+    offset: int
+    kind: str
+    target: int
+
+
+@dataclass(eq=False, slots=True)
+class NormalizedCode:
+    """The normalised form of one function.
+
+    ``shape``: one line per instruction (``mnemonic operands``) joined by newlines, with
+    external addresses as ``@`` and addresses inside the function as offsets.  Direct
+    branches inside the function show their target as an offset (``jne 0x34``,
+    ``b.eq +0x34`` on ARM64), counted from the first instruction after the hot-patch
+    no-op (from the function start when there is none), so a function that differs only
+    by that no-op has the same shape.  The no-op itself is not in the shape, and neither
+    is trailing int3/nop padding.
+
+    ``refs``: one :class:`Ref` per ``@`` in ``shape``, in order.  ``Ref.offset`` and
+    ``insn_offsets`` are real offsets from the function start (no-op included).
+
+    ``internal_targets`` (computed on first use): offsets from the function start of the
+    direct jump and call targets inside the function.  ``entry_is_branch_target``: some
+    direct jump inside the function lands in the bytes a hot-patch overwrites at the
+    entry (offset 0, or 1 on x86/x64); calls to the entry (recursion) do not count.
+    """
+
+    shape: str
+    refs: list[Ref]
+    insn_offsets: list[int]
+    first_insn_size: int
+    hotpatch_nop: bytes
+    size: int = 0  # bytes covered by insn_offsets (trailing padding excluded)
+    machine: Machine = Machine.X64
+    _targets: set[int] | None = field(default=None, repr=False)
+    _entry_hit: bool | None = field(default=None, repr=False)
+
+    @property
+    def internal_targets(self) -> set[int]:
+        if self._targets is None:
+            self._scan_branches()
+        return self._targets  # type: ignore[return-value]
+
+    @property
+    def entry_is_branch_target(self) -> bool:
+        if self._entry_hit is None:
+            self._scan_branches()
+        return self._entry_hit  # type: ignore[return-value]
+
+    def _scan_branches(self) -> None:
+        # Only x86/x64 get here: every numeric branch target left in the shape is
+        # internal, relative to the body start.
+        base = len(self.hotpatch_nop)
+        mask = 0xFFFFFFFF if self.machine is Machine.X86 else 0xFFFFFFFFFFFFFFFF
+        limit = ENTRY_PATCH_BYTES[self.machine]
+        targets: set[int] = set()
+        hit = False
+        for m in X86_BRANCH_RE.finditer("\n" + self.shape + "\n"):
+            off = (int(m.group(2), 16) + base) & mask
+            targets.add(off)
+            if off < limit and m.group(1) != "call":
+                hit = True
+        self._targets = targets
+        self._entry_hit = hit
+
+    def symbolic_refs(self, name_of: Callable[[int], str]) -> tuple[tuple[str, str], ...]:
+        """``(kind, name_of(target))`` per ref: compare these across images."""
+        return tuple((r.kind, name_of(r.target)) for r in self.refs)
+
+    def key(self, name_of: Callable[[int], str]) -> tuple[str, tuple[tuple[str, str], ...]]:
+        """Equal keys (with each image's own ``name_of``) mean the same code."""
+        return self.shape, self.symbolic_refs(name_of)
+
+    def listing(self, name_of: Callable[[int], str]) -> list[str]:
+        """Per-instruction normalised text with each ``@`` rendered as
+        ``name_of(target)``: lines to feed a unified diff."""
+        if not self.shape:
+            return []
+        lines = self.shape.split("\n")
+        refs = self.refs
+        if not refs:
+            return lines
+        out = []
+        i = 0
+        for line in lines:
+            if PLACEHOLDER in line:
+                parts = line.split(PLACEHOLDER)
+                pieces = [parts[0]]
+                for p in parts[1:]:
+                    pieces.append(name_of(refs[i].target) if i < len(refs) else PLACEHOLDER)
+                    pieces.append(p)
+                    i += 1
+                line = "".join(pieces)
+            out.append(line)
+        return out
+
+
+# ---- relocations -------------------------------------------------------------------------
+# Bytes under a base relocation are replaced by a sentinel before decoding, so the text
+# does not depend on the address stored there, and the sentinel is then found in the
+# text.  Consecutive relocations get different sentinels (an instruction can hold two).
+_SENTINEL_BASE = {4: 0x3AB7C0D0, 8: 0x3AB7C0D0_00000000}
+_N_SENTINELS = 4
+
+
+def sentinel(width: int, k: int) -> int:
+    return _SENTINEL_BASE[width] + k
+
+
+def apply_relocs(
+    code: bytes, rva: int, image_base: int, relocs: Sequence[int], width: int
+) -> tuple[bytes, list[tuple[int, int, int]]]:
+    """Replace relocated fields by sentinels.  Returns the new code and, per relocation
+    inside the code, ``(offset, sentinel index, target RVA)``."""
+    if not relocs:
+        return code, []
+    end = rva + len(code)
+    lo = bisect_left(relocs, rva)
+    hi = bisect_left(relocs, end - width + 1)
+    if lo >= hi:
+        return code, []
+    buf = bytearray(code)
+    out = []
+    for i in range(lo, hi):
+        off = relocs[i] - rva
+        k = i % _N_SENTINELS
+        value = int.from_bytes(buf[off : off + width], "little")
+        buf[off : off + width] = sentinel(width, k).to_bytes(width, "little")
+        out.append((off, k, value - image_base))
+    return bytes(buf), out
+
+
+def line_starts(text: str) -> list[int]:
+    """Start of each line of ``text`` (which begins with a newline)."""
+    return [m.end() for m in _NL_RE.finditer(text)]
+
+
+_NL_RE = re.compile(r"\n")
+
+
+def internal_label(off: int, base: int) -> str:
+    d = off - base
+    return f"+{d:#x}" if d >= 0 else f"-{-d:#x}"
