@@ -149,7 +149,7 @@ def normalize_arm64(
                     internal_targets.add(o)
                     if o < entry_limit and mn != "bl":
                         entry_hit = True
-                    new = line[: sp + 1 + tm.start()] + internal_label(o, 0)
+                    new = line[: sp + 1 + tm.start()] + f"{o:#x}"
                 else:
                     slots.append([offsets[j], CALL if mn == "bl" else JUMP, target])
                     new = line[: sp + 1 + tm.start()] + PLACEHOLDER

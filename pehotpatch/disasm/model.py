@@ -60,11 +60,11 @@ class NormalizedCode:
     """The normalised form of one function.
 
     ``shape``: one line per instruction (``mnemonic operands``) joined by newlines, with
-    external addresses as ``@`` and addresses inside the function as offsets.  Direct
-    branches inside the function show their target as an offset (``jne 0x34``,
-    ``b.eq +0x34`` on ARM64), counted from the first instruction after the hot-patch
-    no-op (from the function start when there is none), so a function that differs only
-    by that no-op has the same shape.  The no-op itself is not in the shape, and neither
+    external addresses as ``@`` and addresses inside the function as offsets: direct
+    branch targets as plain offsets (``jne 0x34``, ``b.eq 0x34``), other addresses
+    (RIP-relative operands, ``adr``) as ``+0x34``.  Offsets count from the first
+    instruction after the hot-patch no-op (from the function start when there is none),
+    so a function that differs only by that no-op has the same shape.  The no-op itself is not in the shape, and neither
     is trailing int3/nop padding.
 
     ``refs``: one :class:`Ref` per ``@`` in ``shape``, in order.  ``Ref.offset`` and

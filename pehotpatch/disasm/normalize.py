@@ -118,11 +118,11 @@ def _normalize_x86(
     if n == 0:
         return NormalizedCode("", [], [], 0, b"", 0, machine, set(), False)
     if pairs[-1][0] in _X86_PAD:  # trailing int3 / nop padding
-        m = n
-        while m > 1 and pairs[m - 1][0] in _X86_PAD:
-            m -= 1
-        pairs = pairs[:m]
-        sizes = sizes[:m]
+        k = n
+        while k > 1 and pairs[k - 1][0] in _X86_PAD:
+            k -= 1
+        pairs = pairs[:k]
+        sizes = sizes[:k]
     ends = list(accumulate(sizes))
     insn_offsets = [0, *ends[:-1]]
     first = 1 if base else 0
@@ -165,11 +165,11 @@ def _normalize_x86(
     imagebase_regs: dict[str, int] = {}
     if x64 and "[rip" in text:
         parts = _RIP_SPLIT_RE.split(text)
-        nl = list(accumulate(map(_count, parts[0::2], repeat(_NL))))
+        nls = list(accumulate(map(_count, parts[0::2], repeat(_NL))))
         start = len(refs)
         for j in range(1, len(parts), 2):
             tok = parts[j]
-            idx = nl[j >> 1] - 1 + first
+            idx = nls[j >> 1] - 1 + first
             off = ends[idx]
             if len(tok) > 5:
                 disp = int(tok[7:-1], 16)
