@@ -132,6 +132,15 @@ def diff(
         render_diff(res, _console(), verbose=verbose)
 
 
+def _register_commands() -> None:
+    from pehotpatch import cli_check
+
+    cli_check.register(app)
+
+
+_register_commands()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `pehp` console script; returns the exit code."""
     args = sys.argv[1:] if argv is None else argv
