@@ -179,6 +179,7 @@ class ObjProcedure:
     is_global: bool
     hotpatch_marked: bool
     symbol: str | None  # the COFF symbol the debug record is relocated against
+    function_id: int = 0  # the LF_FUNC_ID / LF_MFUNC_ID of an _ID record (S_HOTPATCHFUNC uses it)
 
 
 @dataclass(slots=True)
@@ -594,7 +595,18 @@ def _read_codeview(obj: CoffObject, path: str | None) -> None:
             if marked:
                 obj.hotpatch_procedures.add(p.name)
             obj.procedures.append(
-                ObjProcedure(p.name, sec_no, off, p.length, ftype, sig, p.is_global, marked, sym)
+                ObjProcedure(
+                    p.name,
+                    sec_no,
+                    off,
+                    p.length,
+                    ftype,
+                    sig,
+                    p.is_global,
+                    marked,
+                    sym,
+                    p.type_index if p.is_id else 0,
+                )
             )
         for d in scan.data:
             sec_no, off, sym = place(relocs, d.record_offset + DATA_OFFSET_FIELD, d.offset)

@@ -23,6 +23,7 @@ from pehotpatch.errors import FormatError
 from ._binary import cstring, cstring_tail, int_numeric
 
 MAX_DEPTH = 96
+MAX_NAME = 1 << 14  # characters of a parameter list in a composed type name
 MAX_FIELDS = 1 << 16  # members across one struct's field-list chain
 FIRST_TYPE_INDEX = 0x1000
 
@@ -1072,7 +1073,11 @@ class TypeTable:
                 cached = self._decl(a, "", depth + 1)
                 self._names[a] = cached
             names.append(cached)
-        return ", ".join(names)
+        joined = ", ".join(names)
+        if len(joined) > MAX_NAME:
+            # nested function types can multiply name lengths; keep names bounded
+            joined = joined[:MAX_NAME] + "..."
+        return joined
 
     def procedure_signature(
         self, type_index: int, is_id: bool, name: str
