@@ -6,7 +6,7 @@
 
 Every measurement is a separate process: wall time from fork to exit, peak RSS from
 ``os.wait4`` (``ru_maxrss``: the largest single process of the tree), and the peak of the
-summed PSS of the process tree sampled every 50 ms from /proc (worker processes count).
+summed PSS of the process tree sampled every 100 ms from /proc (worker processes count).
 Results: a table on stdout and ``bench-out/results.json``.  See docs/BENCHMARKS.md.
 """
 
@@ -68,6 +68,11 @@ class Meas:
     stdout: str = ""
     stderr_tail: str = ""
     timed_out: bool = False
+    other_cpus: float = 0.0  # average CPUs kept busy by everything else on the machine meanwhile
+
+    @property
+    def cpu_s(self) -> float:
+        return self.user_s + self.sys_s
 
     @property
     def peak_bytes(self) -> int:
@@ -80,6 +85,8 @@ class Meas:
         d["wall_s"] = round(self.wall_s, 4)
         d["user_s"] = round(self.user_s, 3)
         d["sys_s"] = round(self.sys_s, 3)
+        d["cpu_s"] = round(self.cpu_s, 3)
+        d["other_cpus"] = round(self.other_cpus, 2)
         return d
 
 
@@ -129,10 +136,25 @@ def _tree_pss(root: int) -> int:
     return total
 
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _busy_s() -> float:
+    """CPU seconds spent busy by the whole machine since boot (all processes, all CPUs)."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / _CLK_TCK
+
+
 def measure(cmd: list[str], *, cwd: Path | None = None, timeout: float = 3600,
             capture_stdout: bool = False, env: dict | None = None) -> Meas:
     """Run ``cmd`` as its own process (group) and measure it."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        busy0 = _busy_s()
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL,
                              stdout=out if capture_stdout else subprocess.DEVNULL, stderr=err,
@@ -142,7 +164,7 @@ def measure(cmd: list[str], *, cwd: Path | None = None, timeout: float = 3600,
         timed_out = [False]
 
         def sample() -> None:
-            while not done.wait(0.05):
+            while not done.wait(0.1):
                 try:
                     peak[0] = max(peak[0], _tree_pss(p.pid))
                 except Exception:  # noqa: BLE001 - sampling is best effort
@@ -163,6 +185,7 @@ def measure(cmd: list[str], *, cwd: Path | None = None, timeout: float = 3600,
             _, status, ru = os.wait4(p.pid, 0)
         finally:
             wall = time.perf_counter() - t0
+            busy = _busy_s() - busy0
             timer.cancel()
             done.set()
             sampler.join()
@@ -171,8 +194,9 @@ def measure(cmd: list[str], *, cwd: Path | None = None, timeout: float = 3600,
         err.seek(0)
         stdout = out.read().decode(errors="replace") if capture_stdout else ""
         stderr = err.read().decode(errors="replace")
+    other = max(0.0, busy - ru.ru_utime - ru.ru_stime) / wall if wall > 0 else 0.0
     return Meas([str(c) for c in cmd], wall, p.returncode, ru.ru_maxrss * 1024, peak[0],
-                ru.ru_utime, ru.ru_stime, stdout, stderr[-2000:], timed_out[0])
+                ru.ru_utime, ru.ru_stime, stdout, stderr[-2000:], timed_out[0], other)
 
 
 def best_of(n: int, fn) -> tuple[Meas, list[Meas]]:
@@ -202,7 +226,11 @@ class Result:
     wall_s: float | None = None
     peak_bytes: int | None = None
     ref_s: float | None = None
-    ratio: float | None = None
+    ratio: float | None = None  # wall pehp / wall reference
+    cpu_s: float | None = None  # user + sys of the whole process tree
+    ref_cpu_s: float | None = None
+    cpu_ratio: float | None = None
+    other_cpus: float | None = None  # load from other processes on the machine during the run
     targets: list[dict] = field(default_factory=list)
     details: dict = field(default_factory=dict)
     error: str = ""
@@ -236,6 +264,7 @@ def bench_pdb(pdb: Path, repeat: int, label: str) -> Result:
     r.details["probe"] = probe
     r.wall_s = probe["load_and_touch_s"]
     r.peak_bytes = best.peak_bytes
+    r.cpu_s, r.other_cpus = best.cpu_s, best.other_cpus
     r.details["process_wall_s"] = round(best.wall_s, 4)
     r.details["net_peak_bytes"] = best.peak_bytes - base.maxrss_bytes
     # the < 2 s target is stated for a 50 MB PDB: scale it to the size we have
@@ -280,6 +309,9 @@ def bench_pair(name: str, what: str, base: Path, new: Path, extra: list[str], re
             return r
         r.wall_s, r.peak_bytes = pehp.wall_s, pehp.peak_bytes
         r.ratio = pehp.wall_s / ref if ref > 0 else None
+        r.cpu_s, r.ref_cpu_s = pehp.cpu_s, ref_b.cpu_s + ref_n.cpu_s
+        r.cpu_ratio = r.cpu_s / r.ref_cpu_s if r.ref_cpu_s > 0 else None
+        r.other_cpus = pehp.other_cpus
         outs = sorted(tmp.glob("diff*.json"))
         if outs:
             try:
@@ -318,7 +350,7 @@ def bench_startup(repeat: int) -> Result:
     """What every `pehp diff` pays before reading anything: interpreter and imports."""
     best, runs = best_of(max(repeat, 3), lambda: measure([PYTHON, "-c", STARTUP_CODE]))
     r = Result("startup", "python -c 'import lief, capstone, pehotpatch.diff, ...'", "ok",
-               wall_s=best.wall_s, peak_bytes=best.peak_bytes)
+               wall_s=best.wall_s, peak_bytes=best.peak_bytes, cpu_s=best.cpu_s, other_cpus=best.other_cpus)
     r.details = {"process": best.brief(), "runs_wall_s": [round(m.wall_s, 4) for m in runs]}
     if best.rc != 0:
         r.status, r.error = "failed", _err_line(best)
@@ -396,22 +428,27 @@ def _fmt_bytes(b: int | None) -> str:
 
 
 def print_table(results: list[Result]) -> None:
-    rows = [("benchmark", "wall", "peak mem", "objdump x2", "ratio", "per fn (net)", "targets")]
+    rows = [("benchmark", "wall", "cpu", "peak mem", "objdump x2", "ratio", "cpu ratio", "per fn (net)",
+             "bg load", "targets")]
+
+    def f2(v: float | None, unit: str = " s") -> str:
+        return "-" if v is None else f"{v:.2f}{unit}"
+
     for r in results:
         if r.status == "skipped":
-            rows.append((r.name, "skipped", "", "", "", "", r.error))
+            rows.append((r.name, "skipped", "", "", "", "", "", "", "", r.error))
             continue
         if r.status == "failed":
-            rows.append((r.name, "FAILED", _fmt_bytes(r.peak_bytes),
-                         f"{r.ref_s:.2f} s" if r.ref_s else "-", "", "", r.error[:70]))
+            rows.append((r.name, "FAILED", "", _fmt_bytes(r.peak_bytes), f2(r.ref_s), "", "", "", "",
+                         r.error[:90]))
             continue
         tg = "; ".join(f"{t['target']}: {'met' if t['met'] else 'MISSED'} ({t['value']})" for t in r.targets)
         per = r.details.get("us_per_function")
         net = r.details.get("us_per_function_net")
         per_s = "-" if per is None else f"{per:.0f} us" + ("" if net is None else f" ({net:.0f})")
-        rows.append((r.name, f"{r.wall_s:.2f} s", _fmt_bytes(r.peak_bytes),
-                     f"{r.ref_s:.2f} s" if r.ref_s is not None else "-",
-                     f"{r.ratio:.2f}x" if r.ratio is not None else "-", per_s, tg))
+        ref = "-" if r.ref_s is None else f"{r.ref_s:.2f} s ({r.ref_cpu_s:.2f})"
+        rows.append((r.name, f2(r.wall_s), f2(r.cpu_s), _fmt_bytes(r.peak_bytes), ref,
+                     f2(r.ratio, "x"), f2(r.cpu_ratio, "x"), per_s, f2(r.other_cpus, " cpu"), tg))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for i, row in enumerate(rows):
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
