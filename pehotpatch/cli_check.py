@@ -63,11 +63,10 @@ def sidecars(image: Path, images_in_dir: int) -> tuple[Path | None, Path | None]
     """The functions file and objects directory that go with an intermediate image:
     ``<stem>.hotpatch_functions.txt`` (or ``hotpatch_functions.txt`` when the image is
     alone in its directory) and ``<stem>.objs/``."""
-    ff = image.with_name(image.stem + ".hotpatch_functions.txt")
-    if not ff.is_file():
-        ff = image.with_name("hotpatch_functions.txt")
-        if not ff.is_file() or images_in_dir != 1:
-            ff = None
+    ff: Path | None = image.with_name(image.stem + ".hotpatch_functions.txt")
+    if ff is not None and not ff.is_file():
+        alone = image.with_name("hotpatch_functions.txt")
+        ff = alone if alone.is_file() and images_in_dir == 1 else None
     objs = image.with_name(image.stem + ".objs")
     return ff, (objs if objs.is_dir() else None)
 

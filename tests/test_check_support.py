@@ -4,7 +4,7 @@ derive a variant of a real diff for the rules no sample exercises, and the CLI."
 from __future__ import annotations
 
 import dataclasses
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from pehotpatch.check import CheckOptions, CheckResult, run_check
@@ -19,7 +19,7 @@ def sample_dir(arch: str, scenario: str) -> Path:
     return SAMPLES / arch / scenario
 
 
-@lru_cache(maxsize=None)
+@cache
 def sample_diff(arch: str, scenario: str, *, pdb: bool = True) -> DiffResult:
     """The diff of one sample scenario (PDBs, objects and functions file as CI gives them).
 

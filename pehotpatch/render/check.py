@@ -79,7 +79,7 @@ def render_check(res: CheckResult, console: Console, *, show_notes: bool = True)
             continue
         console.print(_finding_line(f))
         for e in f.explanation:
-            console.print(Text(f"        - {e}", style="dim" if f.severity == NOTE else None))
+            console.print(Text(f"        - {e}", style="dim" if f.severity == NOTE else ""))
     for f in res.waived:
         console.print(_finding_line(f, waived=True))
     for w in res.unused_waivers:

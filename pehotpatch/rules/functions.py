@@ -157,8 +157,8 @@ def _disagreements(ctx: Context) -> Iterator[Finding]:
     if listed:
         for name, slots in sorted(ctx.ref_slot_readers.items()):
             fn = ctx.nix.functions_by_name.get(name)
-            srcs = set(ctx.set_sources(fn)) if fn is not None else set()
-            if name not in out and not (srcs - {"code"}):
+            listed_by = set(ctx.set_sources(fn)) if fn is not None else set()
+            if name not in out and not (listed_by - {"code"}):
                 out[name] = (f"reads __ref_ pointers ({', '.join(slots[:4])}) but no consulted source "
                              f"({', '.join(sorted(listed))}) lists it")
     for name in sorted(out):
