@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pehotpatch.diff import THROUGH_DATA, FunctionDiff, _Resolver, read_cstring
-from pehotpatch.image.symbols import Global, SymbolIndex
+from pehotpatch.diff import THROUGH_DATA
+from pehotpatch.image.symbols import Global
 from pehotpatch.rules import ERROR, NOTE, WARNING, Finding, checker, define, finding, hx
 from pehotpatch.rules.context import Context
 
@@ -121,9 +121,7 @@ def check_data(ctx: Context) -> Iterator[Finding]:
     for fd in ctx.diff.functions:
         if fd.status != THROUGH_DATA or ctx.in_set(fd.new):
             continue
-        data = changed_readonly_data(ctx, fd)
-        if not data:
-            continue
+        data = fd.data
         yield finding(
             "HP405", f"{fd.new.name} reads changed read-only data but is not patched", symbol=fd.new.name,
             kind="function",
@@ -165,65 +163,3 @@ def _bytes_evidence(ctx: Context, gb: Global, gn: Global) -> dict[str, str]:
 
 
 # ---- read-only data, compared with relocated pointers resolved -------------------------
-MAX_DATA_COMPARE = 256
-
-
-def _readonly(ix: SymbolIndex, t: int) -> bool:
-    s = ix.image.section_at(t)
-    return s is not None and not s.writable and not s.executable
-
-
-def _extent(ix: SymbolIndex, t: int) -> int:
-    g = ix.global_at(t)
-    if g is not None and g.size:
-        return max(0, min(MAX_DATA_COMPARE, g.rva + g.size - t))
-    s = read_cstring(ix.image, t, MAX_DATA_COMPARE)
-    if s is not None:
-        return len(s) + 1
-    return 16
-
-
-def _resolved(ix: SymbolIndex, t: int, n: int, key) -> list | None:
-    """The bytes at ``t`` with every relocated pointer replaced by a comparable key of its
-    target (the string it points to, or the paired function/global/data)."""
-    raw = ix.image.try_read(t, n)
-    if raw is None:
-        return None
-    ptr = ix.image.machine.pointer_size
-    out: list = []
-    relocs = set(r - t for r in ix.image.relocations.within(t, t + n))
-    i = 0
-    while i < n:
-        if i in relocs and i + ptr <= n:
-            va = int.from_bytes(raw[i : i + ptr], "little") - ix.image.image_base
-            s = read_cstring(ix.image, va)
-            out.append(("str", s) if s is not None else key(va))
-            i += ptr
-        else:
-            out.append(raw[i])
-            i += 1
-    return out
-
-
-def changed_readonly_data(ctx: Context, fd: FunctionDiff) -> list[str]:
-    """Read-only data that ``fd`` reads and whose contents really differ.
-
-    Pointers under base relocations compare by what they point to, so a table of
-    string pointers that only moved with the layout is not a change."""
-    cb, cn = ctx.code(0, fd.base.rva), ctx.code(1, fd.new.rva)
-    if cb is None or cn is None or len(cb.refs) != len(cn.refs):
-        return list(fd.data)
-    out: list[str] = []
-    kbase = _Resolver(ctx.bix, ctx.diff.correlation, "base").key
-    knew = _Resolver(ctx.nix, None, "new").key
-    for (_, kb, tb), (_, kn, tn) in zip(cb.refs, cn.refs, strict=True):
-        if kb != kn or kn != 2:  # KIND_CODES["data"]
-            continue
-        if not (_readonly(ctx.bix, tb) and _readonly(ctx.nix, tn)):
-            continue
-        n = max(_extent(ctx.bix, tb), _extent(ctx.nix, tn))
-        if _resolved(ctx.bix, tb, n, kbase) != _resolved(ctx.nix, tn, n, knew):
-            label = ctx.describe(1, tn)
-            if label not in out:
-                out.append(label)
-    return out
