@@ -225,3 +225,93 @@ def test_type_only_pdb(tmp_path):
     assert pdb.modules == [] and pdb.procedures == [] and pdb.machine is None
     assert pdb.types.udt_by_name("ring") is not None
     assert pdb.types.layout(pdb.types.udt_by_name("ring")).size == 152
+
+
+def _sym(kind: int, body: bytes) -> bytes:
+    body += b"\0" * ((-len(body) - 4) % 4)
+    return struct.pack("<HH", len(body) + 2, kind) + body
+
+
+def test_pdb_that_keeps_hotpatchfunc_records(tmp_path):
+    """MSVC's linker keeps S_HOTPATCHFUNC in the module stream (lld drops it): emulate that.
+
+    The sample's module stream gets two records: one naming a procedure directly, one by a
+    decorated linker name that only a public symbol (added at the procedure's address)
+    connects to the procedure.
+    """
+    msf = Msf.open(str(SAMPLE))
+    streams = [msf.stream(i) if msf.stream_sizes[i] else b"" for i in range(msf.num_streams)]
+    dbi = parse_dbi(streams[3])
+    mod = dbi.modules[0]
+    pdb = load_pdb(SAMPLE)
+    target = next(p for p in pdb.procedures if p.name == "telemetry_push")
+    decorated = "?telemetry_push@@YAHPEAUring@@I@Z"
+    extra = _sym(0x1169, struct.pack("<I", 0x1001) + b"patched\0") + _sym(
+        0x1169, struct.pack("<I", 0x1002) + decorated.encode() + b"\0"
+    )
+    ms = streams[mod.sym_stream]
+    streams[mod.sym_stream] = ms[: mod.sym_byte_size] + extra + ms[mod.sym_byte_size :]
+    dbi_bytes = bytearray(streams[3])
+    struct.pack_into("<I", dbi_bytes, 64 + 36, mod.sym_byte_size + len(extra))
+    streams[3] = bytes(dbi_bytes)
+    pub = _sym(
+        0x110E, struct.pack("<IIH", 2, target.offset, target.segment) + decorated.encode() + b"\0"
+    )
+    srs = dbi.header.sym_record_stream
+    streams[srs] = streams[srs] + pub
+    p = tmp_path / "msvc-like.pdb"
+    p.write_bytes(build_msf(streams, bs=4096, scramble=False))
+    got = load_pdb(p)
+    assert got.hotpatch_functions == {"patched", decorated}
+    assert {q.name for q in got.procedures if q.hotpatch_marked} == {"patched", "telemetry_push"}
+    assert [q.rva for q in got.publics if q.name == decorated] == [target.rva]
+
+
+def test_omap_maps_symbol_addresses(tmp_path):
+    """A PDB of an image rearranged after linking: symbols go through OMAP-from-source."""
+    msf = Msf.open(str(SAMPLE))
+    streams = [msf.stream(i) if msf.stream_sizes[i] else b"" for i in range(msf.num_streams)]
+    plain = load_pdb(SAMPLE)
+    helper = next(p for p in plain.procedures if p.name == "helper")
+    shift = 0x40000
+    pairs = [(0, 0)]
+    for s in plain.sections:
+        pairs.append((s.virtual_address, s.virtual_address + shift))
+    pairs += [(helper.rva, 0), (helper.rva + helper.size, helper.rva + helper.size + shift)]
+    pairs.sort()
+    omap_stream = len(streams)
+    streams.append(b"".join(struct.pack("<II", a, b) for a, b in pairs))
+    streams.append(streams[parse_dbi(streams[3]).debug_stream(DBG_SECTION_HDR)])  # originals
+    dbi = bytearray(streams[3])
+    dbg = len(dbi) - struct.unpack_from("<i", dbi, 48)[0]
+    struct.pack_into("<H", dbi, dbg + 2 * 4, omap_stream)  # OmapFromSrc
+    struct.pack_into("<H", dbi, dbg + 2 * 10, omap_stream + 1)  # SectionHdrOrig
+    streams[3] = bytes(dbi)
+    p = tmp_path / "omap.pdb"
+    p.write_bytes(build_msf(streams, bs=4096, scramble=False))
+    got = load_pdb(p)
+    assert got.omap is not None and len(got.omap) == len(pairs)
+    before = {q.name: q.rva for q in plain.procedures}
+    after = {q.name: q.rva for q in got.procedures}
+    assert after["helper"] is None  # mapped to 0: dropped from the final image
+    for name, rva in before.items():
+        if name != "helper":
+            assert after[name] == rva + shift
+    assert {d.name: d.rva for d in got.globals_} == {d.name: d.rva + shift for d in plain.globals_}
+    pub = next(q for q in got.publics if q.name == "telemetry_push")
+    assert got.rva_of(pub.segment, pub.offset) == pub.rva == before["telemetry_push"] + shift
+
+
+def test_omap_table_checks():
+    from pehotpatch.image.pdb.omap import Omap
+
+    with pytest.raises(FormatError, match="multiple of 8"):
+        Omap(b"\0" * 12)
+    with pytest.raises(FormatError, match="not sorted"):
+        Omap(struct.pack("<4I", 0x2000, 1, 0x1000, 2))
+    om = Omap(struct.pack("<6I", 0x1000, 0x5000, 0x1800, 0, 0x2000, 0x9000))
+    assert om.map(0x1004) == 0x5004
+    assert om.map(0x1810) is None
+    assert om.map(0x2100) == 0x9100
+    assert om.map(0x10) is None
+    assert om.map(None) is None

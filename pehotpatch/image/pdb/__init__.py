@@ -21,10 +21,19 @@ from pehotpatch.errors import FormatError, InputError
 from ..codeview.symbols import GLOBAL_PROC_KINDS, ID_PROC_KINDS, CompileSym, DataSym, SymbolScan
 from ..codeview.types import TypeTable
 from ..coff import SectionHeader, parse_section_headers
-from .dbi import DBG_SECTION_HDR, NIL_STREAM, PDB_DBI_STREAM, DbiStream, parse_dbi
+from .dbi import (
+    DBG_OMAP_FROM_SRC,
+    DBG_SECTION_HDR,
+    DBG_SECTION_HDR_ORIG,
+    NIL_STREAM,
+    PDB_DBI_STREAM,
+    DbiStream,
+    parse_dbi,
+)
 from .info import PDB_INFO_STREAM, PdbInfo, parse_info
 from .modules import module_symbols
 from .msf import Msf
+from .omap import Omap
 from .publics import PublicSymbol, scan_symbol_records
 from .tpi import PDB_IPI_STREAM, PDB_TPI_STREAM, parse_tpi
 
@@ -115,11 +124,16 @@ class Pdb:
     compile_flags: dict[str, CompileSym]  # module name -> its S_COMPILE3
     thunks: list[Thunk]
     types: TypeTable
+    # section headers the symbols' segment:offset refer to (the original ones with an OMAP)
+    address_sections: list[SectionHeader] = field(default_factory=list, repr=False)
+    omap: Omap | None = field(default=None, repr=False)
     _by_name: dict[str, list[Procedure]] | None = field(default=None, repr=False)
 
     def rva_of(self, segment: int, offset: int) -> int | None:
-        """RVA of ``segment:offset`` using the PDB's own section headers."""
-        return _rva_of(self.sections, segment, offset)
+        """RVA of a symbol's ``segment:offset``, from the PDB's own section headers
+        (and its OMAP when the image was rearranged after linking)."""
+        rva = _rva_of(self.address_sections or self.sections, segment, offset)
+        return self.omap.map(rva) if self.omap is not None else rva
 
     def matches(self, guid: uuid.UUID, age: int) -> bool:
         """True when a CodeView (RSDS) record with this GUID and age names this PDB.
@@ -211,7 +225,26 @@ def _load(msf: Msf, path: str) -> Pdb:
         # A PDB without an IPI stream has no id records; do not read ids from the TPI.
         types.ids = _EMPTY_IDS  # type: ignore[assignment]
 
-    section_vas = [s.virtual_address for s in sections]
+    # Symbols address the image as linked; with an OMAP (post-link rearranged image)
+    # that is the original section layout, mapped to the final one afterwards.
+    omap: Omap | None = None
+    address_sections = sections
+    if dbi is not None:
+        omap_stream = dbi.debug_stream(DBG_OMAP_FROM_SRC)
+        orig_stream = dbi.debug_stream(DBG_SECTION_HDR_ORIG)
+        if omap_stream is not None and orig_stream is not None:
+            for s in (omap_stream, orig_stream):
+                if s >= msf.num_streams:
+                    raise FormatError(f"debug stream {s} does not exist", path)
+            omap = Omap(msf.stream(omap_stream), path)
+            data = msf.stream(orig_stream)
+            if len(data) % 40:
+                raise FormatError(
+                    f"original section header stream is {len(data)} bytes, not a multiple of 40",
+                    path,
+                )
+            address_sections = parse_section_headers(data, 0, len(data) // 40, path)
+    section_vas = [s.virtual_address for s in address_sections]
     nsec = len(section_vas)
 
     # -- module streams --
@@ -343,6 +376,12 @@ def _load(msf: Msf, path: str) -> Pdb:
             rva = section_vas[seg - 1] + t.offset if 0 < seg <= nsec else None
             thunks.append(Thunk(t.name, rva, t.length, t.ordinal, mod.name))
 
+    if omap is not None:
+        remap = omap.map
+        for objs in (procedures, globals_, publics, thunks):
+            for o in objs:
+                o.rva = remap(o.rva)
+
     return Pdb(
         path=path,
         guid=info.guid,
@@ -362,6 +401,8 @@ def _load(msf: Msf, path: str) -> Pdb:
         compile_flags=compile_flags,
         thunks=thunks,
         types=types,
+        address_sections=address_sections,
+        omap=omap,
     )
 
 
