@@ -454,3 +454,21 @@ def test_cpp_signatures_and_classes(case, loaded):
     g = {d.name: d for d in pdb.globals_}
     assert g["ns::Derived::count"].type_name == "int"
     assert "ns::Derived::extra" in pdb.inline_sites.get("entry", set())
+
+
+def test_scope_pointers_in_module_stream(case):
+    """In a PDB the linker fills each procedure's parent/end offsets: they match the records."""
+    from pehotpatch.image.codeview.symbols import S_END, S_INLINESITE_END, iter_records
+    from pehotpatch.image.pdb.dbi import parse_dbi
+    from pehotpatch.image.pdb.modules import decode_module_stream
+    from pehotpatch.image.pdb.msf import Msf
+
+    msf = Msf.open(str(case.pdb))
+    mod = parse_dbi(msf.stream(3)).modules[0]
+    data = msf.stream(mod.sym_stream)
+    kinds = {off: kind for off, kind, _e in iter_records(data, 4, mod.sym_byte_size)}
+    scan = decode_module_stream(data, mod)
+    assert scan.procedures and all(kinds[p.end] == S_END for p in scan.procedures)
+    for site in scan.inline_sites:
+        assert kinds[site.end] == S_INLINESITE_END
+        assert site.parent in kinds

@@ -124,6 +124,8 @@ class ProcSym:
     debug_end: int
     flags: int
     record_offset: int
+    parent: int = 0  # offsets of the enclosing scope record and of the matching S_END
+    end: int = 0  # (filled by the linker in a PDB; 0 in an object file)
 
     @property
     def is_global(self) -> bool:
@@ -221,6 +223,8 @@ class InlineSiteSym:
     inlinee: int
     parent_inlinee: int | None
     record_offset: int
+    parent: int = 0  # offsets of the enclosing scope record and of the S_INLINESITE_END
+    end: int = 0
 
 
 @dataclass(slots=True)
@@ -378,12 +382,18 @@ def scan_symbols(
         elif code == _C_PROC:
             if body + 35 > rec_end:
                 raise _short(kind, pos, path)
-            _p, _e, _n, length, dbg_s, dbg_e, ti, off, seg, flags = unpack_proc(buf, body)
+            parent, scope_end, _n, length, dbg_s, dbg_e, ti, off, seg, flags = unpack_proc(
+                buf, body
+            )
             nul = find(b"\0", body + 35, rec_end)
             if nul < 0:
                 raise _unterminated(kind, pos, path)
             name = buf[body + 35 : nul].decode("utf-8", "replace")
-            procedures.append(ProcSym(kind, name, seg, off, length, ti, dbg_s, dbg_e, flags, pos))
+            procedures.append(
+                ProcSym(
+                    kind, name, seg, off, length, ti, dbg_s, dbg_e, flags, pos, parent, scope_end
+                )
+            )
             if nested:
                 push((kind, cur_proc, cur_inlinee))
                 cur_proc = name
@@ -410,8 +420,10 @@ def scan_symbols(
         elif code == _C_INLINE:
             if body + 12 > rec_end:
                 raise _short(kind, pos, path)
-            _p, _e, inlinee = _INLINE.unpack_from(buf, body)
-            out.inline_sites.append(InlineSiteSym(cur_proc, inlinee, cur_inlinee, pos))
+            parent, scope_end, inlinee = _INLINE.unpack_from(buf, body)
+            out.inline_sites.append(
+                InlineSiteSym(cur_proc, inlinee, cur_inlinee, pos, parent, scope_end)
+            )
             if nested:
                 push((kind, cur_proc, cur_inlinee))
                 cur_inlinee = inlinee
