@@ -267,6 +267,19 @@ def _fill_sizes(img: PEImage, funcs: list[Function]) -> None:
 
 
 def _fill_global_sizes(img: PEImage, glbs: list[Global]) -> None:
-    for g in glbs:
-        if g.size is None and g.is_ref_slot:
+    """Size-less globals (public symbols only, e.g. ARM64's merged globals) extend to the
+    next global or the end of their section's initialised/virtual extent."""
+    for i, g in enumerate(glbs):
+        if g.size is not None:
+            continue
+        if g.is_ref_slot:
             g.size = img.machine.pointer_size
+            continue
+        s = img.section_at(g.rva)
+        if s is None:
+            continue
+        limit = s.rva + s.size
+        nxt = glbs[i + 1].rva if i + 1 < len(glbs) else limit
+        if g.name.startswith("??_C@"):  # string literal: up to its terminator
+            continue
+        g.size = max(1, min(nxt, limit) - g.rva)
