@@ -31,9 +31,15 @@ test: setup toolchain
 test-fast: setup
 	$(PY) -m pytest -q -m "not toolchain and not network"
 
+REJECT ?= samples/x64/inline_pulls
+HPARGS = --objects $(1)/intermediate.objs --functions-file $(1)/hotpatch_functions.txt
+
 demo: setup
-	$(PEHP) info $(DEMO)/base.dll
-	$(PEHP) info $(DEMO)/intermediate.dll --json | head -n 40
+	$(PEHP) info $(DEMO)/intermediate.dll $(call HPARGS,$(DEMO))
+	$(PEHP) diff $(DEMO)/base.dll $(DEMO)/intermediate.dll
+	$(PEHP) check $(DEMO)/base.dll $(DEMO)/intermediate.dll $(call HPARGS,$(DEMO))
+	@echo "--- a change the gate must reject (exit code 1 expected):"
+	$(PEHP) check $(REJECT)/base.dll $(REJECT)/intermediate.dll $(call HPARGS,$(REJECT)); test $$? -eq 1
 
 samples: toolchain
 	bash samples/build.sh

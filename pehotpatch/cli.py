@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from pehotpatch import __version__
-from pehotpatch.errors import EXIT_ERROR, PehpError, UsageError
+from pehotpatch.errors import EXIT_ERROR, PehpError
 
 app = typer.Typer(
     name="pehp",
@@ -65,21 +65,45 @@ def emit_document(doc: Any, output: Path | None, *, overwrite: bool, inputs: lis
 @app.command()
 def info(
     image: Annotated[Path, typer.Argument(help="PE image (DLL or EXE).")],
+    pdb: Annotated[Path | None, typer.Option("--pdb", help="The image's PDB (default: found next to it).")] = None,
+    objects: Annotated[Path | None, typer.Option("--objects", help="Directory of the image's .obj files.")] = None,
+    functions_file: Annotated[
+        Path | None, typer.Option("--functions-file", help="The file given to clang's -fms-secure-hotpatch-functions-file.")
+    ] = None,
+    symbols: Annotated[bool, typer.Option("--symbols", help="Also list functions, globals and the hot-patch set.")] = False,
+    ignore_pdb_mismatch: Annotated[
+        bool, typer.Option("--ignore-pdb-mismatch", help="Use a PDB whose GUID/age do not match the image.")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write JSON to a file.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
 ) -> None:
-    """Show what pehp reads from one image: headers, sections, exports, imports, load config."""
-    from pehotpatch.image.pe import load_pe
-    from pehotpatch.render.info import image_info, render_info
+    """Show what pehp reads from one image: headers, sections, exports, imports, load config;
+    with --pdb/--objects/--functions-file (or --symbols), its functions, globals and hot-patch set."""
+    from pehotpatch.render.info import image_info, render_info, render_symbols, symbols_info
 
-    img = load_pe(image)
-    if json_out:
-        emit_document(image_info(img), output, overwrite=overwrite, inputs=[image])
+    want_symbols = symbols or pdb is not None or objects is not None or functions_file is not None
+    if want_symbols:
+        from pehotpatch.image.loader import load_image
+
+        li = load_image(image, pdb=pdb, objects=objects, functions_file=functions_file,
+                        ignore_pdb_mismatch=ignore_pdb_mismatch)
+        img = li.pe
     else:
-        if output is not None:
-            raise UsageError("--output needs --json")
-        render_info(img, _console())
+        from pehotpatch.image.pe import load_pe
+
+        img = load_pe(image)
+    if json_out or output is not None:
+        doc = image_info(img)
+        if want_symbols:
+            doc["symbols"] = symbols_info(li)
+        emit_document(doc, output, overwrite=overwrite,
+                      inputs=[p for p in (image, pdb, functions_file) if p is not None])
+    else:
+        console = _console()
+        render_info(img, console)
+        if want_symbols:
+            render_symbols(li, console)
 
 
 PdbBase = Annotated[Path | None, typer.Option("--pdb-base", help="PDB of the base image.")]

@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from pehotpatch.image.loader import LoadedImage
 from pehotpatch.image.pe import PEImage
 
 INFO_SCHEMA_VERSION = 1
@@ -142,3 +143,87 @@ def render_info(img: PEImage, console: Console, *, verbose: bool = False) -> Non
             fn = i.name if i.name is not None else f"#{i.ordinal}"
             t.add_row(i.dll + (" (delay)" if i.delayed else ""), fn, f"{i.iat_rva:#x}")
         console.print(t)
+
+
+def symbols_info(li: LoadedImage) -> dict[str, Any]:
+    """Functions, globals and the hot-patch set of a loaded image (``info --json``)."""
+    ix = li.index
+    hs = li.hotpatch
+    return {
+        "pdb": li.pdb_path,
+        "notes": li.notes,
+        "functions": [
+            {
+                "name": f.name,
+                "rva": hx(f.rva),
+                "size": f.size,
+                "signature": f.signature,
+                "module": f.module,
+                "static": f.is_static,
+                "aliases": sorted(f.aliases),
+                "sources": sorted(f.sources),
+                "hotpatch_marked": bool(hs and f.name in hs),
+            }
+            for f in ix.functions
+        ],
+        "globals": [
+            {
+                "name": g.name,
+                "rva": hx(g.rva),
+                "size": g.size,
+                "section": g.section,
+                "mutable": g.mutable,
+                "type": g.type_name,
+                "contains_pointers": g.contains_pointers,
+                "ref_slot": g.is_ref_slot,
+                "sources": sorted(g.sources),
+            }
+            for g in ix.globals
+        ],
+        "hotpatch_set": None
+        if hs is None
+        else {
+            "sources_consulted": sorted(hs.available),
+            "functions": [{"name": n, "sources": sorted(hs.names[n])} for n in hs.sorted()],
+            "disagreements": [{"name": n, "why": w} for n, w in hs.disagreements()],
+        },
+    }
+
+
+def render_symbols(li: LoadedImage, console: Console) -> None:
+    ix = li.index
+    hs = li.hotpatch
+    console.print(f"[bold]PDB[/]: {li.pdb_path or 'none'}")
+    for note in li.notes:
+        console.print(f"[dim]note: {note}[/]")
+    t = Table(title=f"functions ({len(ix.functions)})", title_justify="left")
+    for col in ("rva", "size", "function", "marked", "from"):
+        t.add_column(col)
+    for f in ix.functions:
+        label = f.signature or f.name
+        if f.is_static:
+            label = "static " + label
+        t.add_row(f"{f.rva:#x}", str(f.size), label, "yes" if hs and f.name in hs else "",
+                  ",".join(sorted(f.sources)))
+    console.print(t)
+    t = Table(title=f"globals ({len(ix.globals)})", title_justify="left")
+    for col in ("rva", "size", "section", "global", "type", "notes"):
+        t.add_column(col)
+    for g in ix.globals:
+        notes = []
+        if g.is_ref_slot:
+            notes.append("__ref_ slot")
+        elif g.mutable:
+            notes.append("mutable")
+        if g.contains_pointers:
+            notes.append("holds pointers")
+        t.add_row(f"{g.rva:#x}", "" if g.size is None else str(g.size), g.section, g.name,
+                  g.type_name or "", ", ".join(notes))
+    console.print(t)
+    if hs is not None:
+        consulted = ", ".join(sorted(hs.available)) or "none"
+        console.print(f"[bold]hot-patch set[/] ({len(hs)} functions; sources consulted: {consulted})")
+        for n in hs.sorted():
+            console.print(f"  {n}  [dim]({', '.join(sorted(hs.names[n]))})[/]")
+        for n, why in hs.disagreements():
+            console.print(f"  [yellow]disagreement[/]: {n}: {why}")
