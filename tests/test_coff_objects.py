@@ -248,6 +248,8 @@ def test_sections_and_comdats(case):
     assert {decorate + n for n in expect} <= leaders
     for s in obj.sections:
         assert len(s.data) == (0 if s.characteristics & 0x80 else s.size_of_raw_data)
+        if s.comdat_selection == IMAGE_COMDAT_SELECT_ASSOCIATIVE:
+            assert s.comdat_symbol is None and obj.section(s.comdat_associated) is not None
 
 
 def test_long_section_name(case):

@@ -504,7 +504,8 @@ def _parse_symbols(
                     sec.checksum = checksum
                     if selection == IMAGE_COMDAT_SELECT_ASSOCIATIVE:
                         sec.comdat_associated = number | ((number_hi << 16) if big else 0)
-                    pending_comdat[secnum] = sec
+                    else:  # the next symbol defined in the section is its COMDAT leader
+                        pending_comdat[secnum] = sec
         elif secnum in pending_comdat and sclass != IMAGE_SYM_CLASS_FILE:
             pending_comdat.pop(secnum).comdat_symbol = name
         if naux and secnum in pending_comdat and sclass != IMAGE_SYM_CLASS_STATIC:
