@@ -47,17 +47,31 @@ _FAST = (
 _RECORD_RE = re.compile(
     rb"(?s)(?=.{%d}([^\0]*))(?=.{%d}([^\0]*)).{%d}" % (_OFF_MNEM, _OFF_OPS, _REC)
 )
-_cs_disasm = capstone._cs.cs_disasm
-_cs_free = capstone._cs.cs_free
+# cs_disasm / cs_free with plain pointer arguments: the code is passed as an address
+# into the bytes object, so that a long function can be decoded in chunks without
+# copying its tail.
+_c_size_t, _c_void_p = ctypes.c_size_t, ctypes.c_void_p
+_cs_disasm = ctypes.CFUNCTYPE(
+    _c_size_t, _c_size_t, _c_void_p, _c_size_t, ctypes.c_uint64, _c_size_t, _c_void_p
+)(("cs_disasm", capstone._cs))
+_cs_free = ctypes.CFUNCTYPE(None, _c_void_p, _c_size_t)(("cs_free", capstone._cs))
 _string_at = ctypes.string_at
 _byref = ctypes.byref
-_PINSN = ctypes.POINTER(_INSN)
+_c_char_p = ctypes.c_char_p
+_cast = ctypes.cast
+# Instructions per cs_disasm call: keeps the record array (about 1 MB) in cache.
+_CHUNK = 4096
+_ADDRESS_MASK = {
+    Machine.X64: (1 << 64) - 1,
+    Machine.X86: (1 << 32) - 1,
+    Machine.ARM64: (1 << 64) - 1,
+}
 
 
 class Decoder:
     """One capstone handle (skip-data on, detail off) for one machine."""
 
-    __slots__ = ("machine", "cs", "_handle")
+    __slots__ = ("machine", "cs", "_handle", "_out", "_out_ref", "_mask")
 
     def __init__(self, machine: Machine) -> None:
         arch, mode = _ARCH[machine]
@@ -66,24 +80,48 @@ class Decoder:
         self.cs.detail = False
         self.cs.skipdata = True
         self._handle = self.cs.csh
+        self._out = _c_void_p()
+        self._out_ref = _byref(self._out)
+        self._mask = _ADDRESS_MASK[machine]
 
     def decode(self, code: bytes, address: int) -> tuple[list[tuple[bytes, bytes]], bytes]:
         """(mnemonic, operands) per instruction, and the instruction sizes as a bytes
-        object (one byte per instruction).  ``code`` must be ``bytes``."""
+        object (one byte per instruction).  ``code`` must be ``bytes``; ``address`` is
+        that of its first byte."""
         if not code:
             return [], b""
         if not _FAST:
             return self._decode_lite(code, address)
-        p = _PINSN()
-        n = _cs_disasm(self._handle, code, len(code), address, 0, _byref(p))
-        if n <= 0:
+        total = len(code)
+        ptr: int = _cast(_c_char_p(code), _c_void_p).value  # type: ignore[assignment]
+        # (no copy: the pointer is into `code`, which stays alive during the calls)
+        out = self._out
+        pairs: list[tuple[bytes, bytes]] | None = None
+        sizes = b""
+        off = 0
+        while off < total:
+            n = _cs_disasm(
+                self._handle, ptr + off, total - off, (address + off) & self._mask, _CHUNK,
+                self._out_ref,
+            )  # fmt: skip
+            if n <= 0:
+                break
+            try:
+                blob = _string_at(out, n * _REC)
+            finally:
+                _cs_free(out, n)
+            chunk_sizes = blob[_OFF_SIZE::_REC]
+            if pairs is None:
+                pairs = _RECORD_RE.findall(blob)
+                sizes = chunk_sizes
+                if n < _CHUNK:
+                    break
+            else:
+                pairs += _RECORD_RE.findall(blob)
+                sizes += chunk_sizes
+            off += sum(chunk_sizes)
+        if pairs is None:
             return [], b""
-        try:
-            blob = _string_at(p, n * _REC)
-        finally:
-            _cs_free(p, n)
-        pairs = _RECORD_RE.findall(blob)
-        sizes = blob[_OFF_SIZE::_REC]
         if self.machine is Machine.ARM64:
             sizes = _add_leftover(code, pairs, sizes)
         return pairs, sizes

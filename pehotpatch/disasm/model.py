@@ -11,9 +11,11 @@ from pehotpatch.image.machine import Machine
 
 PLACEHOLDER = "@"
 
-# A direct x86/x64 branch in disassembly text: the whole line is "mnemonic target".
-X86_BRANCH_RE = re.compile(
-    r"\n(?:(?:bnd|notrack) )?(call|j[a-z]+|loop[a-z]*|xbegin) (0x[0-9a-f]+|\d+)(?=\n)"
+# What makes internal targets in an x86/x64 shape: direct branch lines ("jne 0x34") and
+# jump-table entries shown as data (".long +0x34").
+X86_TARGET_RE = re.compile(
+    r"\n(?:(?:bnd |notrack )?(call|j[a-z]+|loop[a-z]*|xbegin) (0x[0-9a-f]+|\d+)"
+    r"|\.long \+(0x[0-9a-f]+))(?=\n)"
 )
 
 #: The two-byte no-op that /hotpatch puts at a function's entry, per machine.
@@ -70,10 +72,17 @@ class NormalizedCode:
     ``refs``: one :class:`Ref` per ``@`` in ``shape``, in order.  ``Ref.offset`` and
     ``insn_offsets`` are real offsets from the function start (no-op included).
 
+    Jump and index tables inside the function's range (MSVC puts them after the code)
+    are shown as data lines, ``.long +0x34`` (an entry pointing into the function) and
+    ``.byte 0x00, 0x01, ...``, when the code that uses them was recognised; other bytes
+    that do not decode are ``.byte`` lines of one byte (four on ARM64).  These lines
+    count as instructions in ``insn_offsets``.
+
     ``internal_targets`` (computed on first use): offsets from the function start of the
-    direct jump and call targets inside the function.  ``entry_is_branch_target``: some
-    direct jump inside the function lands in the bytes a hot-patch overwrites at the
-    entry (offset 0, or 1 on x86/x64); calls to the entry (recursion) do not count.
+    direct jump and call targets and jump-table entries inside the function.
+    ``entry_is_branch_target``: one of those, other than a call, lands in the bytes a
+    hot-patch overwrites at the entry (offset 0, or 1 on x86/x64); calls to the entry
+    (recursion) do not count.
     """
 
     shape: str
@@ -106,8 +115,11 @@ class NormalizedCode:
         limit = ENTRY_PATCH_BYTES[self.machine]
         targets: set[int] = set()
         hit = False
-        for m in X86_BRANCH_RE.finditer("\n" + self.shape + "\n"):
-            off = (int(m.group(2), 16) + base) & mask
+        for m in X86_TARGET_RE.finditer("\n" + self.shape + "\n"):
+            if m.group(3) is not None:  # a jump-table entry
+                off = int(m.group(3), 16) + base
+            else:
+                off = (int(m.group(2), 16) + base) & mask
             targets.add(off)
             if off < limit and m.group(1) != "call":
                 hit = True

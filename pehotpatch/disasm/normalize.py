@@ -67,24 +67,25 @@ def normalize(
 
 
 # ---- x86 / x64 ---------------------------------------------------------------------------
-# Each pass below uses ``re.split`` with groups: the result alternates between the text
-# between matches and the matched pieces, so the pieces can be examined in bulk (``map``)
-# and replaced in the list before joining it back, without a Python step per match for
-# the common cases.  The text keeps its lines (one per instruction of the body), starting
-# and ending with a newline; the line index of a piece is the number of newlines before
-# it, minus one.
+# The text of a function body has one line per instruction and starts and ends with a
+# newline, so the line index of a position is the number of newlines before it, minus
+# one.  Each pass finds its pieces with one regular expression over the whole text.
 _X86_PAD = frozenset((b"int3", b"nop"))
-# Direct branches: the whole line is "mnemonic target" (bnd-prefixed ones are rare)
-_BRANCH_RE = re.compile(r"\n(call|j[a-z]+|loop[a-z]*|xbegin) (0x[0-9a-f]+|\d+)(?=\n)")
+# Direct branches: the whole line is "mnemonic target" (bnd-prefixed ones are rare);
+# capstone prints targets below 10 in decimal.
+_BRANCH_RE_DIGITS = {
+    d: re.compile(r"\n(call|j[a-z]+|loop[a-z]*|xbegin) (0x[0-9a-f]{" + str(d) + r",})(?=\n)")
+    for d in range(2, 17)
+}
 _BRANCH_PREFIXED_RE = re.compile(
     r"\n((?:bnd |notrack )?(?:call|j[a-z]+|loop[a-z]*|xbegin)) (0x[0-9a-f]+|\d+)(?=\n)"
 )
-# RIP-relative operands: [text, "[rip + 0x..]", text, ...]
+# RIP-relative operands: split gives [text, "[rip + 0x..]", text, ...]
 _RIP_SPLIT_RE = re.compile(r"(\[rip(?: [+-] (?:0x[0-9a-f]+|\d+))?\])")
-# [base + index*scale + disp] after `lea reg, [rip -> __ImageBase]`: MSVC x64 jump and
-# index tables, whose displacement is an RVA.
+# [base + index*scale + disp] after `lea reg, [rip -> __ImageBase]`: MSVC x64 jump,
+# index and array accesses, whose displacement is an RVA.
 _IMAGEBASE_INDEXED_RE = re.compile(
-    r"\[(r[a-z0-9]+) \+ (r[a-z0-9]+)(?:\*[1248])? \+ (0x[0-9a-f]+)\]"
+    r"\[(r[a-z0-9]+) \+ (r[a-z0-9]+)(?:\*([1248]))? \+ (0x[0-9a-f]+)\]"
 )
 _MIN_TABLE_RVA = 0x1000
 _SENTINEL_SPLIT_RE = {
@@ -92,6 +93,18 @@ _SENTINEL_SPLIT_RE = {
 }
 _NL = "\n"
 _count = str.count
+_REF_OFFSET = attrgetter("offset")
+_JMP_HEADS = ("jmp ", "notrack jmp ")
+_BYTES_PER_LINE = 16
+_LONG_ABS_RE = re.compile(r"\n\.long (0x[0-9a-f]+)(?=\n)")
+# A run of 4-byte values after the code is taken for an RVA table when they are this
+# close to the function.
+_NEAR_RVA = 0x1000000
+_FLOW_END = frozenset((b"ret", b"jmp", b"int3", b"ud2", b"nop", b"notrack jmp"))
+
+# A table inside the function: (offset, entry size); regions: (start, end, kind)
+Table = tuple[int, int]
+Region = tuple[int, int, str]
 
 
 def _normalize_x86(
@@ -100,233 +113,418 @@ def _normalize_x86(
     x64 = machine is Machine.X64
     width = 8 if x64 else 4
     mask = (1 << (8 * width)) - 1
-    code_len = len(code)
     if relocs:
         dcode, rels = apply_relocs(code, rva, image_base, relocs, width)
     else:
-        dcode, rels = code, None
-    # Decode with the body (what follows the hot-patch no-op) at address 0: branch
+        dcode, rels = code, []
+    # The body (what follows the hot-patch no-op) is decoded at address 0: branch
     # targets inside the function then print as offsets and need no rewriting.
     hp_nop = code[:2]
-    if code_len > 2 and hp_nop in HOTPATCH_NOP_ENCODINGS[machine]:
+    if len(code) > 2 and hp_nop in HOTPATCH_NOP_ENCODINGS[machine]:
         base = 2
     else:
         base = 0
         hp_nop = b""
-    pairs, sizes = decoder(machine).decode(dcode, -base & mask)
-    n = len(pairs)
-    if n == 0:
+    dec = decoder(machine)
+    pairs, sizes = dec.decode(dcode, -base & mask)
+    if not pairs:
         return NormalizedCode("", [], [], 0, b"", 0, machine, set(), False)
-    if pairs[-1][0] in _X86_PAD:  # trailing int3 / nop padding
-        k = n
-        while k > 1 and pairs[k - 1][0] in _X86_PAD:
-            k -= 1
-        pairs = pairs[:k]
-        sizes = sizes[:k]
-    ends = list(accumulate(sizes))
-    insn_offsets = [0, *ends[:-1]]
-    first = 1 if base else 0
-    text = (
-        (b"\n" + b"\n".join(map(b" ".join, pairs[1:] if base else pairs)) + b"\n")
-        .replace(b" \n", b"\n")
-        .decode("ascii", "replace")
-    )
-    refs: list[Ref] = []
-    nstages = 0
+    x = _X86Pass(machine, code, rva, image_base, base, hp_nop, rels, ())
+    result = x.run(pairs, sizes)
+    # Jump / index tables inside the function's range (MSVC puts them after the code):
+    # decoded as instructions they are garbage that moves with the layout.  Decode again
+    # around them and show them as data.  Tables are found from the code that uses them
+    # or, on x64, as a run of RVAs after the last instruction (a chunk of a function
+    # whose table is used from another chunk).
+    regions = _table_regions(code, rva, 0 if x64 else image_base, x.tables) if x.tables else []
+    if x64:
+        tail = _trailing_rva_table(code, rva, pairs, sizes, regions)
+        if tail is not None:
+            regions.append(tail)
+            regions.sort()
+    if regions:
+        pairs, sizes = _decode_around(dec, dcode, code, rva, image_base, x64, base, regions)
+        kept = [r for r in rels if not any(a <= r[0] < e for a, e, _k in regions)]
+        x = _X86Pass(machine, code, rva, image_base, base, hp_nop, kept, regions)
+        result = x.run(pairs, sizes)
+    return result
 
-    # Direct branches leaving the function
-    count = text.count
-    brx = _BRANCH_PREFIXED_RE if "bnd " in text else _BRANCH_RE
-    lim = code_len - base  # printed targets below this are inside the function
-    nop_lo = mask + 1 - base  # ... and so are these (the no-op, at -2 / -1)
-    pieces: list[str] = []
-    last = 0
-    nl = 0
-    pos0 = 0
-    for m in brx.finditer(text):
-        v = int(m.group(2), 16)
-        if v < lim or v >= nop_lo:
-            continue
-        s = m.start()
-        nl += count(_NL, pos0, s + 1)
-        pos0 = s + 1
-        idx = nl - 1 + first
-        kind = CALL if m.group(1).endswith("call") else JUMP
-        refs.append(Ref(insn_offsets[idx], kind, (rva + v + base) & mask))
-        pieces.append(text[last : m.start(2)])
-        pieces.append(PLACEHOLDER)
-        last = m.end(2)
-    if pieces:
-        pieces.append(text[last:])
-        text = "".join(pieces)
-        nstages += 1
 
-    # RIP-relative operands (x64)
-    imagebase_regs: dict[str, int] = {}
-    if x64 and "[rip" in text:
-        parts = _RIP_SPLIT_RE.split(text)
-        nls = list(accumulate(map(_count, parts[0::2], repeat(_NL))))
-        start = len(refs)
-        for j in range(1, len(parts), 2):
-            tok = parts[j]
-            idx = nls[j >> 1] - 1 + first
-            off = ends[idx]
-            if len(tok) > 5:
-                disp = int(tok[7:-1], 16)
-                off = off + disp if tok[5] == "+" else off - disp
-            if 0 <= off < code_len:
-                parts[j] = "[" + internal_label(off, base) + "]"
+class _X86Pass:
+    """One normalisation of decoded x86/x64 text (see :func:`_normalize_x86`)."""
+
+    __slots__ = (
+        "machine", "code", "rva", "image_base", "base", "hp_nop", "rels", "regions",
+        "tables",
+    )  # fmt: skip
+
+    def __init__(self, machine, code, rva, image_base, base, hp_nop, rels, regions):
+        self.machine = machine
+        self.code = code
+        self.rva = rva
+        self.image_base = image_base
+        self.base = base
+        self.hp_nop = hp_nop
+        self.rels = rels
+        self.regions = regions
+        self.tables: list[Table] = []
+
+    def run(self, pairs: list[tuple[bytes, bytes]], sizes: bytes) -> NormalizedCode:
+        machine = self.machine
+        x64 = machine is Machine.X64
+        mask = 0xFFFFFFFFFFFFFFFF if x64 else 0xFFFFFFFF
+        code_len = len(self.code)
+        rva = self.rva
+        base = self.base
+        if pairs[-1][0] in _X86_PAD:  # trailing int3 / nop padding
+            k = len(pairs)
+            while k > 1 and pairs[k - 1][0] in _X86_PAD:
+                k -= 1
+            pairs = pairs[:k]
+            sizes = sizes[:k]
+        ends = list(accumulate(sizes))
+        insn_offsets = [0, *ends[:-1]]
+        first = 1 if base else 0
+        lines = [b"", *map(b" ".join, pairs[1:] if base else pairs), b""]
+        text = b"\n".join(lines).replace(b" \n", b"\n").decode("ascii", "replace")
+        refs: list[Ref] = []
+        nstages = 0
+
+        # Direct branches leaving the function
+        count = text.count
+        lim = code_len - base  # printed targets below this are inside the function
+        if lim > 16 and "bnd " not in text:
+            # targets with fewer hex digits than lim - 1 are inside: skip them
+            brx = _BRANCH_RE_DIGITS[len(f"{lim - 1:x}")]
+        else:
+            brx = _BRANCH_PREFIXED_RE
+        nop_lo = mask + 1 - base  # ... and so are these (the no-op, at -2 / -1)
+        pieces: list[str] = []
+        last = 0
+        nl = 0
+        pos0 = 0
+        for m in brx.finditer(text):
+            v = int(m.group(2), 16)
+            if v < lim or v >= nop_lo:
                 continue
-            parts[j] = "[" + PLACEHOLDER + "]"
-            target = rva + off
-            seg = parts[j - 1]
-            ls = seg.rfind(_NL) + 1
-            if seg.startswith("call ", ls):
-                kind = INDIRECT_CALL
-            elif seg.startswith(_JMP_HEADS, ls):
-                kind = INDIRECT_JUMP
-            else:
-                kind = DATA
-                if target == 0 and seg.startswith("lea ", ls):
-                    # the line index orders it against later uses of the register
-                    imagebase_regs.setdefault(seg[ls + 4 : seg.index(",", ls)], idx)
+            s = m.start()
+            nl += count(_NL, pos0, s + 1)
+            pos0 = s + 1
+            idx = nl - 1 + first
+            kind = CALL if m.group(1).endswith("call") else JUMP
+            refs.append(Ref(insn_offsets[idx], kind, (rva + v + base) & mask))
+            pieces.append(text[last : m.start(2)])
+            pieces.append(PLACEHOLDER)
+            last = m.end(2)
+        if pieces:
+            pieces.append(text[last:])
+            text = "".join(pieces)
+            nstages += 1
+
+        # RIP-relative operands (x64)
+        imagebase_regs: dict[str, int] = {}
+        if x64 and "[rip" in text:
+            parts = _RIP_SPLIT_RE.split(text)
+            nls = list(accumulate(map(_count, parts[0::2], repeat(_NL))))
+            start = len(refs)
+            for j in range(1, len(parts), 2):
+                tok = parts[j]
+                idx = nls[j >> 1] - 1 + first
+                off = ends[idx]
+                if len(tok) > 5:
+                    disp = int(tok[7:-1], 16)
+                    off = off + disp if tok[5] == "+" else off - disp
+                if 0 <= off < code_len:
+                    parts[j] = "[" + internal_label(off, base) + "]"
+                    continue
+                parts[j] = "[" + PLACEHOLDER + "]"
+                target = rva + off
+                seg = parts[j - 1]
+                ls = seg.rfind(_NL) + 1
+                if seg.startswith("call ", ls):
+                    kind = INDIRECT_CALL
+                elif seg.startswith(_JMP_HEADS, ls):
+                    kind = INDIRECT_JUMP
+                else:
+                    kind = DATA
+                    if target == 0 and seg.startswith("lea ", ls):
+                        # the line index orders it against later uses of the register
+                        imagebase_regs.setdefault(seg[ls + 4 : seg.index(",", ls)], idx)
+                refs.append(Ref(insn_offsets[idx], kind, target))
+            text = "".join(parts)
+            if len(refs) > start:
+                nstages += 1
+
+        # Displacements relative to a register holding __ImageBase
+        if imagebase_regs:
+            new = self._imagebase_refs(text, imagebase_regs, insn_offsets, first, refs)
+            if new is not None:
+                text = new
+                nstages += 1
+
+        # Table entries pointing outside the function
+        if self.regions and "\n.long 0x" in text:
+            text = self._table_entry_refs(text, insn_offsets, first, refs)
+            nstages += 1
+
+        # Relocated absolute addresses (x86 mostly)
+        if self.rels:
+            text = self._reloc_refs(text, insn_offsets, first, refs)
+            nstages += 1
+
+        if nstages > 1:
+            refs.sort(key=_REF_OFFSET)
+        return NormalizedCode(
+            text[1:-1], refs, insn_offsets, sizes[0], self.hp_nop, ends[-1], machine
+        )
+
+    def _imagebase_refs(
+        self,
+        text: str,
+        imagebase_regs: dict[str, int],
+        insn_offsets: list[int],
+        first: int,
+        refs: list[Ref],
+    ) -> str | None:
+        """``[reg + reg*s + disp]`` after ``reg`` was loaded with ``__ImageBase``: the
+        displacement is an RVA (a table or array).  A table inside the function is noted
+        in ``self.tables``.  Returns the new text (None when nothing changed)."""
+        pieces = []
+        last = 0
+        nl = 0
+        pos0 = 0
+        never = 1 << 62
+        rva, code_len, base = self.rva, len(self.code), self.base
+        for m in _IMAGEBASE_INDEXED_RE.finditer(text):
+            s = m.start()
+            nl += text.count(_NL, pos0, s)
+            pos0 = s
+            idx = nl - 1 + first
+            if not (
+                imagebase_regs.get(m.group(1), never) < idx
+                or imagebase_regs.get(m.group(2), never) < idx
+            ):
+                continue
+            target = int(m.group(4), 16)
+            if target < _MIN_TABLE_RVA:
+                continue
+            pieces.append(text[last : m.start(4)])
+            last = m.end(4)
+            if rva <= target < rva + code_len:
+                pieces.append(internal_label(target - rva, base))
+                self.tables.append((target - rva, int(m.group(3) or 1)))
+                continue
+            pieces.append(PLACEHOLDER)
+            refs.append(Ref(insn_offsets[idx], DATA, target))
+        if not pieces:
+            return None
+        pieces.append(text[last:])
+        return "".join(pieces)
+
+    def _table_entry_refs(
+        self, text: str, insn_offsets: list[int], first: int, refs: list[Ref]
+    ) -> str:
+        pieces = []
+        last = 0
+        nl = 0
+        pos0 = 0
+        for m in _LONG_ABS_RE.finditer(text):
+            s = m.start()
+            nl += text.count(_NL, pos0, s + 1)
+            pos0 = s + 1
+            idx = nl - 1 + first
+            pieces.append(text[last : m.start(1)])
+            pieces.append(PLACEHOLDER)
+            last = m.end(1)
+            refs.append(Ref(insn_offsets[idx], DATA, int(m.group(1), 16)))
+        pieces.append(text[last:])
+        return "".join(pieces)
+
+    def _reloc_refs(self, text: str, insn_offsets: list[int], first: int, refs: list) -> str:
+        """Relocated fields: each sentinel in the text becomes ``@`` (``+0x..`` when it
+        points into the function).  A relocation whose sentinel is not in the text (it
+        straddles decoded garbage) gets an ``@`` appended to the line of the instruction
+        where it starts."""
+        rels = self.rels
+        width = 4 if self.machine is Machine.X86 else 8
+        parts = _SENTINEL_SPLIT_RE[width].split(text)
+        found = parts[1::2]
+        if not (
+            len(found) == len(rels)
+            and all(tok[-1] == "0123"[k] for tok, (_o, k, _t) in zip(found, rels, strict=True))
+        ):
+            return self._reloc_refs_slow(text, insn_offsets, first, refs)
+        rva, code_len = self.rva, len(self.code)
+        for j, (off, _k, target) in enumerate(rels):
+            idx = bisect_right(insn_offsets, off) - 1
+            before = parts[2 * j]
+            if rva <= target < rva + code_len:
+                parts[2 * j + 1] = internal_label(target - rva, self.base)
+                scale = _table_scale(before)
+                if scale:
+                    self.tables.append((target - rva, scale))
+                continue
+            kind = DATA
+            if before.endswith("[") and parts[2 * j + 2].startswith("]"):
+                ls = before.rfind(_NL) + 1
+                if before.startswith("call ", ls):
+                    kind = INDIRECT_CALL
+                elif before.startswith(_JMP_HEADS, ls):
+                    kind = INDIRECT_JUMP
+            parts[2 * j + 1] = PLACEHOLDER
             refs.append(Ref(insn_offsets[idx], kind, target))
-        text = "".join(parts)
-        if len(refs) > start:
-            nstages += 1
+        return "".join(parts)
 
-    # Table displacements relative to a register holding __ImageBase
-    if imagebase_regs:
-        new = _table_refs(text, imagebase_regs, insn_offsets, first, refs)
-        if new is not None:
-            text = new
-            nstages += 1
-
-    # Relocated absolute addresses (x86 mostly)
-    if rels:
-        text = _reloc_refs(text, rels, width, insn_offsets, first, refs)
-        nstages += 1
-
-    if nstages > 1:
-        refs.sort(key=_REF_OFFSET)
-    return NormalizedCode(text[1:-1], refs, insn_offsets, sizes[0], hp_nop, ends[-1], machine)
+    def _reloc_refs_slow(self, text: str, insn_offsets: list[int], first: int, refs: list) -> str:
+        width = 4 if self.machine is Machine.X86 else 8
+        rva, code_len = self.rva, len(self.code)
+        starts = line_starts(text)  # starts[i] = start of body line i; last = end of text
+        body_offsets = insn_offsets[first:]
+        edits = []
+        for off, k, target in self.rels:
+            li = max(bisect_right(body_offsets, off) - 1, 0)
+            ls = starts[li]
+            le = starts[li + 1] - 1 if li + 1 < len(starts) else len(text) - 1
+            token = f"{sentinel(width, k):#x}"
+            p = text.find(token, ls, le)
+            inside = rva <= target < rva + code_len
+            rep = internal_label(target - rva, self.base) if inside else PLACEHOLDER
+            ref = None if inside else Ref(insn_offsets[li + first], DATA, target)
+            if p < 0:
+                edits.append((le, le, " " + rep, ref))
+                continue
+            if ref is not None and text[p - 1] == "[" and text[p + len(token)] == "]":
+                if text.startswith("call ", ls):
+                    ref = Ref(ref.offset, INDIRECT_CALL, target)
+                elif text.startswith(_JMP_HEADS, ls):
+                    ref = Ref(ref.offset, INDIRECT_JUMP, target)
+            edits.append((p, p + len(token), rep, ref))
+        edits.sort(key=_first)
+        pieces = []
+        last = 0
+        for s, e, rep, ref in edits:
+            if s < last:
+                continue
+            pieces.append(text[last:s])
+            pieces.append(rep)
+            if ref is not None:
+                refs.append(ref)
+            last = e
+        pieces.append(text[last:])
+        return "".join(pieces)
 
 
 def _first(item: tuple) -> int:
     return item[0]
 
 
-_REF_OFFSET = attrgetter("offset")
-_JMP_HEADS = ("jmp ", "notrack jmp ")
+def _table_scale(before: str) -> int:
+    """Entry size of a table whose address is the operand after ``before`` (the line's
+    text so far): ``[reg*4 + T]`` -> 4, ``byte ptr [reg + T]`` -> 1, else 0."""
+    line = before[before.rfind(_NL) + 1 :]
+    if line.endswith("*4 + "):
+        return 4
+    if line.endswith(" + ") and "byte ptr [" in line:
+        return 1
+    return 0
 
 
-def _table_refs(
-    text: str,
-    imagebase_regs: dict[str, int],
-    insn_offsets: list[int],
-    first: int,
-    refs: list[Ref],
-) -> str | None:
-    """Displacements of ``[reg + reg*s + disp]`` operands after a register was loaded
-    with ``__ImageBase``: RVAs of tables.  Appends the refs and returns the new text
-    (None when there are none)."""
-    pieces = []
-    last = 0
-    nl = 0
-    pos0 = 0
-    never = 1 << 62
-    for m in _IMAGEBASE_INDEXED_RE.finditer(text):
-        s = m.start()
-        nl += text.count(_NL, pos0, s)
-        pos0 = s
-        idx = nl - 1 + first
-        if not (
-            imagebase_regs.get(m.group(1), never) < idx
-            or imagebase_regs.get(m.group(2), never) < idx
-        ):
+def _table_regions(code: bytes, rva: int, va_bias: int, tables: list[Table]) -> list[Region]:
+    """Byte ranges of the tables: a table of 4-byte entries lasts while its entries are
+    addresses inside the function (RVAs on x64, VAs on x86: ``va_bias`` is the image
+    base then); a table of 1-byte entries lasts until the next table or the end of the
+    code (trailing int3 padding excluded)."""
+    n = len(code)
+    starts = sorted({off for off, _s in tables if 0 <= off < n})
+    regions: list[Region] = []
+    for off, scale in sorted(set(tables)):
+        if not 0 <= off < n or any(a <= off < e for a, e, _k in regions):
             continue
-        target = int(m.group(3), 16)
-        if target < _MIN_TABLE_RVA:
-            continue
-        pieces.append(text[last : m.start(3)])
-        pieces.append(PLACEHOLDER)
-        last = m.end(3)
-        refs.append(Ref(insn_offsets[idx], DATA, target))
-    if not pieces:
+        i = bisect_right(starts, off)
+        nxt = starts[i] if i < len(starts) else n
+        if scale == 4:
+            e = off
+            while e + 4 <= nxt:
+                t = int.from_bytes(code[e : e + 4], "little") - va_bias - rva
+                if not 0 <= t < n:
+                    break
+                e += 4
+            if e > off:
+                regions.append((off, e, "long"))
+        else:
+            e = nxt
+            if e == n:
+                while e > off + 1 and code[e - 1] == 0xCC:
+                    e -= 1
+            regions.append((off, e, "byte"))
+    regions.sort()
+    return regions
+
+
+def _trailing_rva_table(
+    code: bytes,
+    rva: int,
+    pairs: list[tuple[bytes, bytes]],
+    sizes: bytes,
+    regions: list[Region],
+) -> Region | None:
+    """A table of RVAs at the end of the code that nothing in this range uses (x64):
+    at least two 4-byte values at aligned addresses, each within ``_NEAR_RVA`` of the
+    function, running to the end of the code (int3 padding excluded) and starting where
+    an instruction ending the flow (``ret``/``jmp``, then maybe ``nop``/``int3``
+    padding) ended."""
+    end = len(code)
+    while end > 0 and code[end - 1] == 0xCC:
+        end -= 1
+    if (rva + end) & 3 or end < 8 or any(e > end - 4 for _a, e, _k in regions):
         return None
-    pieces.append(text[last:])
-    return "".join(pieces)
+    lo_ok, hi_ok = rva - _NEAR_RVA, rva + _NEAR_RVA
+    p = end - 4
+    while p >= 0 and lo_ok <= int.from_bytes(code[p : p + 4], "little") < hi_ok:
+        p -= 4
+    t = p + 4
+    floor = max((e for _a, e, _k in regions), default=0)
+    ends = list(accumulate(sizes))
+    while t <= end - 8:
+        if t >= floor:
+            i = bisect_right(ends, t) - 1  # the instruction that ends at t, if any
+            if i >= 0 and ends[i] == t:
+                while i > 0 and pairs[i][0] in (b"nop", b"int3"):
+                    i -= 1
+                if pairs[i][0] in _FLOW_END and int.from_bytes(code[t : t + 4], "little") >= 0x1000:
+                    return (t, end, "long")
+        t += 4
+    return None
 
 
-def _reloc_refs(
-    text: str,
-    rels: list[tuple[int, int, int]],
-    width: int,
-    insn_offsets: list[int],
-    first: int,
-    refs: list,
-) -> str:
-    """Relocated fields: each sentinel in the text becomes ``@``.  A relocation whose
-    sentinel is not in the text (it straddles decoded garbage) gets an ``@`` appended
-    to the line of the instruction where it starts."""
-    parts = _SENTINEL_SPLIT_RE[width].split(text)
-    found = parts[1::2]
-    if len(found) == len(rels) and all(
-        tok[-1] == "0123"[k] for tok, (_o, k, _t) in zip(found, rels, strict=True)
-    ):
-        for j, (off, _k, target) in enumerate(rels):
-            idx = bisect_right(insn_offsets, off) - 1
-            kind = DATA
-            before = parts[2 * j]
-            if before.endswith("[") and parts[2 * j + 2].startswith("]"):
-                head = before[before.rfind(_NL) + 1 :]
-                if head.startswith("call "):
-                    kind = INDIRECT_CALL
-                elif head.startswith(("jmp ", "notrack jmp ")):
-                    kind = INDIRECT_JUMP
-            parts[2 * j + 1] = PLACEHOLDER
-            refs.append(Ref(insn_offsets[idx], kind, target))
-        return "".join(parts)
-    return _reloc_refs_slow(text, rels, width, insn_offsets, first, refs)
-
-
-def _reloc_refs_slow(
-    text: str,
-    rels: list[tuple[int, int, int]],
-    width: int,
-    insn_offsets: list[int],
-    first: int,
-    refs: list,
-) -> str:
-    starts = line_starts(text)  # starts[i] = start of body line i; last = end of text
-    body_offsets = insn_offsets[first:]
-    edits = []
-    for off, k, target in rels:
-        li = max(bisect_right(body_offsets, off) - 1, 0)
-        ls = starts[li]
-        le = starts[li + 1] - 1 if li + 1 < len(starts) else len(text) - 1
-        token = f"{sentinel(width, k):#x}"
-        p = text.find(token, ls, le)
-        ref_idx = li + first
-        ref = Ref(insn_offsets[ref_idx], DATA, target)
-        if p < 0:
-            edits.append((le, le, " " + PLACEHOLDER, ref))
-            continue
-        if text[p - 1] == "[" and text[p + len(token)] == "]":
-            if text.startswith("call ", ls):
-                ref = Ref(ref.offset, INDIRECT_CALL, target)
-            elif text.startswith(("jmp ", "notrack jmp "), ls):
-                ref = Ref(ref.offset, INDIRECT_JUMP, target)
-        edits.append((p, p + len(token), PLACEHOLDER, ref))
-    edits.sort(key=_first)
-    pieces = []
-    last = 0
-    for s, e, rep, ref in edits:
-        if s < last:
-            continue
-        pieces.append(text[last:s])
-        pieces.append(rep)
-        refs.append(ref)
-        last = e
-    pieces.append(text[last:])
-    return "".join(pieces)
+def _decode_around(
+    dec, dcode: bytes, code: bytes, rva: int, image_base: int, x64: bool, base: int,
+    regions: list[Region],
+) -> tuple[list[tuple[bytes, bytes]], bytes]:  # fmt: skip
+    """Decode the code between ``regions`` and render the regions as data lines:
+    ``.long +0x..`` (an address inside the function, as an offset) or ``.byte``."""
+    mask = 0xFFFFFFFFFFFFFFFF if x64 else 0xFFFFFFFF
+    bias = 0 if x64 else image_base
+    pairs: list[tuple[bytes, bytes]] = []
+    sizes = bytearray()
+    pos = 0
+    for a, e, kind in [*regions, (len(code), len(code), "")]:
+        if pos < a:
+            p, sz = dec.decode(dcode[pos:a], (pos - base) & mask)
+            pairs += p
+            sizes += sz
+        if kind == "long":
+            for o in range(a, e, 4):
+                t = int.from_bytes(code[o : o + 4], "little") - bias
+                if rva <= t < rva + len(code):
+                    pairs.append((b".long", internal_label(t - rva, base).encode()))
+                else:  # outside: made a ref by the pass
+                    pairs.append((b".long", f"{t:#x}".encode()))
+                sizes.append(4)
+        elif kind == "byte":
+            for o in range(a, e, _BYTES_PER_LINE):
+                chunk = code[o : min(o + _BYTES_PER_LINE, e)]
+                pairs.append((b".byte", ", ".join(f"{b:#04x}" for b in chunk).encode()))
+                sizes.append(len(chunk))
+        pos = max(pos, e)
+    return pairs, bytes(sizes)
