@@ -16,7 +16,7 @@ reporting (a listed function the compiler never marked, for instance).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,7 +94,9 @@ def build_hotpatch_set(*, pdb: Any = None, objects: Iterable[Any] = (),
     if objs:
         hs.available.add("objects")
         for obj in objs:
-            for name in obj.hotpatch_functions:
+            # Plain procedure names (C++: ``ns::f``), matched through the LF_FUNC_ID of
+            # each S_HOTPATCHFUNC; the record itself holds the decorated linker name.
+            for name in getattr(obj, "hotpatch_procedures", None) or obj.hotpatch_functions:
                 hs.add(name, "objects")
     if functions_file is not None:
         hs.available.add("functions-file")
@@ -104,6 +106,16 @@ def build_hotpatch_set(*, pdb: Any = None, objects: Iterable[Any] = (),
     if pdb is not None and not pdb.hotpatch_functions:
         hs.available.discard("pdb")
     return hs
+
+
+def canonicalize(hs: HotpatchSet, resolve: Callable[[str], str | None]) -> None:
+    """Rename decorated names (``?f@@YAHXZ``, as the functions file and S_HOTPATCHFUNC
+    hold them) to the index's function names, merging their sources."""
+    for name in [n for n in hs.names if n.startswith("?")]:
+        plain = resolve(name)
+        if plain and plain != name:
+            for src in hs.names.pop(name):
+                hs.add(plain, src)
 
 
 def add_code_evidence(hs: HotpatchSet, functions_reading_ref_slots: Iterable[str]) -> None:

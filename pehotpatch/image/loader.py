@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pehotpatch.errors import InputError
-from pehotpatch.hotpatch_set import HotpatchSet, build_hotpatch_set
+from pehotpatch.hotpatch_set import HotpatchSet, build_hotpatch_set, canonicalize
 from pehotpatch.image.pe import PEImage, load_pe
 from pehotpatch.image.symbols import SymbolIndex, build_index
 
@@ -88,6 +88,7 @@ def load_image(
         objs = load_objects(objects)
     index = build_index(pe, pdb_obj)
     hset = build_hotpatch_set(pdb=pdb_obj, objects=objs, functions_file=functions_file)
+    canonicalize(hset, lambda n: f.name if (f := index.functions_by_name.get(n)) else None)
     return LoadedImage(
         path=str(path),
         pe=pe,
