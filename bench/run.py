@@ -199,14 +199,37 @@ def measure(cmd: list[str], *, cwd: Path | None = None, timeout: float = 3600,
                 ru.ru_utime, ru.ru_stime, stdout, stderr[-2000:], timed_out[0], other)
 
 
+QUIET = {"enabled": True, "max_wait_s": 20.0, "threshold_cpus": 0.3}
+
+
+def wait_quiet() -> float:
+    """On a shared machine, wait (up to a limit) until other processes use less than
+    ``threshold_cpus`` over one second; returns the load seen last."""
+    if not QUIET["enabled"]:
+        return 0.0
+    deadline = time.monotonic() + QUIET["max_wait_s"]
+    while True:
+        b0 = _busy_s()
+        time.sleep(1.0)
+        load = _busy_s() - b0
+        if load < QUIET["threshold_cpus"] or time.monotonic() >= deadline:
+            return load
+
+
 def best_of(n: int, fn) -> tuple[Meas, list[Meas]]:
     """Run ``fn`` n times: the fastest run, with the highest memory seen in any run."""
-    runs = [fn() for _ in range(max(1, n))]
+    runs = []
+    for _ in range(max(1, n)):
+        wait_quiet()
+        runs.append(fn())
+    return _best(runs), runs
+
+
+def _best(runs: list[Meas]) -> Meas:
     ok = [m for m in runs if m.rc == 0] or runs
     best = min(ok, key=lambda m: m.wall_s)
-    best = Meas(**{**asdict(best), "maxrss_bytes": max(m.maxrss_bytes for m in runs),
+    return Meas(**{**asdict(best), "maxrss_bytes": max(m.maxrss_bytes for m in runs),
                    "tree_pss_peak_bytes": max(m.tree_pss_peak_bytes for m in runs)})
-    return best, runs
 
 
 def _warm(*paths: Path) -> None:
@@ -293,15 +316,22 @@ def bench_pair(name: str, what: str, base: Path, new: Path, extra: list[str], re
                 cmd += ["--jobs", str(jobs)]
             return measure(cmd, timeout=timeout)
 
-        pehp, runs = best_of(repeat, run_pehp)
-        ref_b, _ = best_of(repeat, lambda: measure([OBJDUMP, "-d", str(base)]))
-        ref_n, _ = best_of(repeat, lambda: measure([OBJDUMP, "-d", str(new)]))
+        # interleaved, so that pehp and the reference see the same machine conditions
+        runs, refs_b, refs_n = [], [], []
+        for _ in range(max(1, repeat)):
+            wait_quiet()
+            runs.append(run_pehp())
+            refs_b.append(measure([OBJDUMP, "-d", str(base)]))
+            refs_n.append(measure([OBJDUMP, "-d", str(new)]))
+        pehp, ref_b, ref_n = _best(runs), _best(refs_b), _best(refs_n)
         ref = ref_b.wall_s + ref_n.wall_s
         r = Result(name, what, "ok", ref_s=ref)
         r.details = {
             "base": str(base), "new": str(new), "base_bytes": base.stat().st_size,
             "new_bytes": new.stat().st_size, "pehp": pehp.brief(),
             "runs_wall_s": [round(m.wall_s, 4) for m in runs],
+            "runs_ratio": [round(m.wall_s / (b.wall_s + n.wall_s), 3) for m, b, n in zip(runs, refs_b, refs_n, strict=True)],
+            "runs_other_cpus": [round(m.other_cpus, 2) for m in runs],
             "reference": {"base": ref_b.brief(), "new": ref_n.brief()},
         }
         if pehp.rc != 0:
@@ -456,9 +486,7 @@ def print_table(results: list[Result]) -> None:
             print("  ".join("-" * w for w in widths) + "  " + "-" * 7)
 
 
-def scaling(synth: list[Result]) -> dict:
-    """Is the time per function flat?  Fit wall = a + b*N and give the slope between sizes."""
-    pts = sorted((r.details["functions"], r.wall_s) for r in synth)
+def _fit(pts: list[tuple[int, float]]) -> dict:
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     sxx = sum((x - mx) ** 2 for x in xs)
@@ -467,8 +495,17 @@ def scaling(synth: list[Result]) -> dict:
     marg = {}
     for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
         marg[f"{x0 // 1000}k-{x1 // 1000}k"] = round((y1 - y0) / (x1 - x0) * 1e6, 2)
-    return {"fixed_s": round(a, 3), "us_per_function": round(b * 1e6, 2), "marginal_us_per_function": marg,
+    return {"fixed_s": round(a, 3), "us_per_function": round(b * 1e6, 2), "marginal_us_per_function": marg}
+
+
+def scaling(synth: list[Result]) -> dict:
+    """Is the time per function flat?  Fit time = a + b*N (wall and CPU) and give the
+    slope between consecutive sizes."""
+    wall = _fit(sorted((r.details["functions"], r.wall_s) for r in synth))
+    cpu = _fit(sorted((r.details["functions"], r.cpu_s) for r in synth))
+    return {**wall, "cpu": cpu,
             "us_per_function_raw": {r.name: r.details["us_per_function"] for r in synth},
+            "cpu_us_per_function_raw": {r.name: round(r.cpu_s / r.details["functions"] * 1e6, 2) for r in synth},
             "us_per_function_net_of_startup": {r.name: r.details.get("us_per_function_net") for r in synth}}
 
 
@@ -498,8 +535,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=3600, help="per-process timeout, seconds")
     ap.add_argument("--profile", action="store_true",
                     help="also run each diff once under cProfile (--jobs 1) into bench-out/NAME.prof")
+    ap.add_argument("--no-wait-quiet", action="store_true",
+                    help="do not wait for other processes to calm down before each run (shared machines)")
     ap.add_argument("--out", type=Path, default=OUT_DIR / "results.json")
     a = ap.parse_args(argv)
+    QUIET["enabled"] = not a.no_wait_quiet
 
     names = select(a.only, a.quick)
     for tool in (OBJDUMP, "clang-cl-22", "lld-link-22"):
@@ -581,9 +621,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(synth) >= 2:
         doc["synthetic_scaling"] = scaling(synth)
         sc = doc["synthetic_scaling"]
-        print(f"\nsynthetic series: wall = {sc['fixed_s']:.2f} s + {sc['us_per_function']:.1f} us x functions "
-              f"(least squares); marginal us/function between sizes: "
-              + ", ".join(f"{k} {v:.1f}" for k, v in sc["marginal_us_per_function"].items()))
+        for label, f in (("wall", sc), ("cpu", sc["cpu"])):
+            print(f"\nsynthetic series, {label}: {f['fixed_s']:.2f} s + {f['us_per_function']:.1f} us x functions "
+                  f"(least squares); marginal us/function between sizes: "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in f["marginal_us_per_function"].items()), end="")
+        print()
     tmp = a.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     os.replace(tmp, a.out)
