@@ -28,6 +28,11 @@ def norm(machine, code, rva, relocs=()):
     return normalize(machine, code, rva, image_base=ib, relocs=relocs)
 
 
+def shape_lines(n: NormalizedCode) -> list[str]:
+    """The shape's lines without the trailing space of operand-less instructions."""
+    return [line.rstrip() for line in n.shape.split("\n")]
+
+
 def sym(n: NormalizedCode):
     return n.shape, [(r.kind, r.target) for r in n.refs]
 
@@ -94,7 +99,7 @@ def test_x64_rip_relative_with_operand_size_prefix():
         (0x10, "data", 0x5018 - 0x20),
         (0x18, "data", 0x5020 + 0x40),
     ]
-    assert n.shape.splitlines() == [
+    assert shape_lines(n) == [
         "mov word ptr [@], ax",
         "mov word ptr [@], 0x1234",
         "movdqa xmm0, xmmword ptr [@]",
@@ -214,9 +219,9 @@ def test_x64_trailing_padding_ignored():
 def test_x64_undecodable_bytes_become_byte_tokens():
     # c3 ret ; 06 (invalid in 64-bit mode) ; ff 15 <truncated> ; aa stosb
     a = norm(X64, h("c306ff15aa"), 0x1000)
-    assert a.shape.splitlines()[0] == "ret"
+    assert shape_lines(a)[0] == "ret"
     assert ".byte 0x06" in a.shape
-    assert sum(1 for line in a.shape.splitlines() if line.startswith(".byte")) == 3
+    assert sum(1 for line in shape_lines(a) if line.startswith(".byte")) == 3
     # equal data compares equal, different data does not
     assert a.shape == norm(X64, h("c306ff15aa"), 0x7000).shape
     assert a.shape != norm(X64, h("c306ff15ab"), 0x1000).shape
@@ -251,7 +256,7 @@ def test_x64_immediate_without_reloc_stays_literal_and_with_reloc_is_a_ref():
     assert norm(X64, code, 0x1000).refs == []
     n = norm(X64, code, 0x1000, relocs=[0x1002])
     assert n.refs == [Ref(0, "data", 0x3000)]
-    assert n.shape.splitlines()[0] == "movabs rax, @"
+    assert shape_lines(n)[0] == "movabs rax, @"
 
 
 def test_x64_rip_target_inside_function_is_an_offset():
@@ -337,7 +342,7 @@ def test_x86_relocated_absolutes_are_refs():
         ("call", 0x1800),
         ("data", 0x3140),
     ]
-    assert n.shape.splitlines() == [
+    assert shape_lines(n) == [
         "mov eax, dword ptr [@]",
         "mov eax, dword ptr [ecx*4 + @]",
         f"push {IB32 + 0x3000:#x}",  # not covered by a relocation: a literal
@@ -466,7 +471,7 @@ def test_arm64_adrp_pairs_become_one_ref():
         (32, "call", 0x5000),
         (40, "jump", 0x90000),
     ]
-    assert n.shape.splitlines() == [
+    assert shape_lines(n) == [
         "adrp x8, @",
         "add x8, x8, #:lo12:",
         "adrp x9, @",
@@ -476,7 +481,7 @@ def test_arm64_adrp_pairs_become_one_ref():
         "mov x9, x0",
         "ldr w2, [x9, #4]",  # x9 was overwritten: a plain offset
         "bl @",
-        "b.ne 0x0",
+        "b.ne #0",
         "b @",
         "ret",
     ]
@@ -510,14 +515,14 @@ def test_arm64_adr_and_literal_load():
     code = struct.pack("<3I", adr_x0, ldr_lit, A64_RET)
     n = norm(ARM64, code, pc)
     assert [(r.kind, r.target) for r in n.refs] == [("data", pc + 0x40), ("data", pc + 4 + 0x80)]
-    assert n.shape.splitlines() == ["adr x0, @", "ldr x1, @", "ret"]
+    assert shape_lines(n) == ["adr x0, @", "ldr x1, @", "ret"]
 
 
 def test_arm64_padding_and_partial_word():
     pc = 0x4000
     code = struct.pack("<2I", a64_bl(pc, 0x9000), A64_RET)
     a = norm(ARM64, code + b"\x00" * 8, pc)
-    assert a.shape == "bl @\nret" and a.size == 8
+    assert shape_lines(a) == ["bl @", "ret"] and a.size == 8
     b = norm(ARM64, code + b"\x01\x02", pc)
     assert b.shape.endswith(".byte 0x01, 0x02") and b.size == 10
 

@@ -9,7 +9,8 @@ address) and both instructions lose their address bits in the shape:
     adrp x8, @               ; ref -> page + lo12
     ldr  w0, [x8, #:lo12:]   ; first use of x8: combined with the adrp
 
-A later use of the same, unmodified register is another address in the same page: it
+Branch targets inside the function are shown as offsets (``b.ne #0x1c``).  A later use
+of the same, unmodified register is another address in the same page: it
 becomes its own ref (``[x8, #:lo12:@]``).  The register is forgotten when an
 instruction writes it (its first operand, the second of a load pair, a base write-back)
 and, for x0-x18, at calls.  This is a linear, per-function approximation of data flow.
@@ -18,15 +19,15 @@ and, for x0-x18, at calls.  This is a linear, per-function approximation of data
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from itertools import accumulate
+from itertools import accumulate, count
+from operator import add
 
 from pehotpatch.disasm._decode import decoder
 from pehotpatch.disasm.model import (
     CALL,
     DATA,
-    ENTRY_PATCH_BYTES,
     JUMP,
     PLACEHOLDER,
     NormalizedCode,
@@ -86,175 +87,231 @@ def _num(s: str) -> int:
     return int(s, 0)
 
 
+# Lines that matter, found in the text of the whole function (which starts and ends with
+# a newline).  The function is decoded at address 0, so branch targets inside it print
+# as offsets and are left alone: only targets with at least as many hex digits as the
+# function's last offset can be outside (the general pattern covers small functions).
+_BRANCH_RE = re.compile(r"\n(b|bl|cbn?z|tbn?z|b\.[a-z]+) ([^\n]*?#)(0x[0-9a-f]+|\d+)(?=\n)")
+_BRANCH_RE_DIGITS = {
+    d: re.compile(r"\n(b|bl|cbn?z|tbn?z|b\.[a-z]+) ([^\n]*?#)(0x[0-9a-f]{" + str(d) + r",})(?=\n)")
+    for d in range(2, 17)
+}
+# adr and literal loads: "adr x0, #0x1234", "ldr x1, #0x1234"
+_ADDR_RE = re.compile(r"\n(adr|ldr|ldrsw|prfm) ([^\n\[]*?#)(0x[0-9a-f]+|\d+)(?=\n)")
+_ADRP_RE = re.compile(r"\nadrp x(\d+), #(0x[0-9a-f]+|\d+)(?=\n)")
+# Where registers stop holding a page: returns (all), calls (x0-x18)
+_RET_RE = re.compile(r"\ne?ret ?(?=\n)")
+_CALL_RE = re.compile(r"\nblr? ")
+_REG_USE_RE = [re.compile(r"\b[xw]" + str(r) + r"\b") for r in range(32)]
+_STATUS_STORES = ("stxr", "stlxr", "stxp", "stlxp")
+# adrp xN, page followed by "add xN, xN, #lo" or "ldr* xN/wN, [xN, #lo]"
+_PAIR_NEXT_RE = re.compile(
+    r"\n(?:add x(\d+), x\1, #(0x[0-9a-f]+|\d+)"
+    r"|ldr[a-z]* [xw](\d+), (\[x\3(?:, #(0x[0-9a-f]+|\d+))?\]))(?=\n)"
+)
+_MASK64 = (1 << 64) - 1
+_PAGE = ~0xFFF
+
+
 def normalize_arm64(
     code: bytes, rva: int, image_base: int, relocs: Sequence[int]
 ) -> NormalizedCode:
     code_len = len(code)
     dcode, rels = apply_relocs(code, rva, image_base, relocs, 8)
-    pairs, sizes = decoder(Machine.ARM64).decode(dcode, rva)
+    pairs, sizes = decoder(Machine.ARM64).decode(dcode, 0)
     n = len(pairs)
     if n == 0:
         return NormalizedCode("", [], [], 0, b"", 0, Machine.ARM64, set(), False)
     if pairs[-1] in _PAD:
-        m = n
-        while m > 1 and pairs[m - 1] in _PAD:
-            m -= 1
-        pairs = pairs[:m]
-        sizes = sizes[:m]
-        n = m
+        k = n
+        while k > 1 and pairs[k - 1] in _PAD:
+            k -= 1
+        pairs = pairs[:k]
+        sizes = sizes[:k]
     ends = list(accumulate(sizes))
     offsets = [0, *ends[:-1]]
-    lines = (
-        (b"\n".join(map(b" ".join, pairs)) + b"\n")
-        .replace(b" \n", b"\n")[:-1]
-        .decode("ascii", "replace")
-        .split("\n")
-    )
+    lines = [b"", *map(b" ".join, pairs), b""]
+    text = b"\n".join(lines).decode("ascii", "replace")
+    # nl[k]: position of the newline after lines[k]; body line j is text[nl[j] + 1 : nl[j + 1]]
+    nl = list(map(add, accumulate(map(len, lines)), count()))
 
-    reloc_lines: dict[int, list[int]] = {}
-    for off, _k, target in rels:
-        reloc_lines.setdefault(max(bisect_right(offsets, off) - 1, 0), []).append(target)
-
-    end_rva = rva + code_len
-    entry_limit = ENTRY_PATCH_BYTES[Machine.ARM64]
-    internal_targets: set[int] = set()
-    entry_hit = False
-    # Ref slots [offset, kind, target], in placeholder order; adrp slots get their
-    # target filled in by the first use of the register.
+    # edits: (start, end, replacement, ref slot or None); a slot is [offset, kind, target]
+    # (an adrp's target is completed by the first use of its register)
+    edits: list[tuple[int, int, str, list | None]] = []
     slots: list[list] = []
-    # register number -> [slot, page, used]
-    pending: dict[int, list] = {}
 
-    for j in range(n):
-        line = lines[j]
-        sp = line.find(" ")
-        if sp < 0:
-            if pending and line in ("ret", "eret"):
-                pending.clear()
-            if j in reloc_lines:
-                lines[j] = _append_relocs(line, offsets[j], reloc_lines[j], slots)
+    brx = _BRANCH_RE_DIGITS[len(f"{code_len - 1:x}")] if code_len > 16 else _BRANCH_RE
+    for m in brx.finditer(text):
+        v = int(m.group(3), 0)
+        if v < code_len:
             continue
+        mn = m.group(1)
+        if (mn == "b" or mn == "bl") and m.group(2) != "#":
+            continue
+        j = bisect_left(nl, m.start(3)) - 1
+        slot = [offsets[j], CALL if mn == "bl" else JUMP, (rva + v) & _MASK64]
+        edits.append((m.start(3) - 1, m.end(3), PLACEHOLDER, slot))
+
+    for m in _ADDR_RE.finditer(text):
+        v = int(m.group(3), 0)
+        if v < code_len:
+            edits.append((m.start(3) - 1, m.end(3), internal_label(v, 0), None))
+        else:
+            j = bisect_left(nl, m.start(3)) - 1
+            slot = [offsets[j], DATA, (rva + v) & _MASK64]
+            edits.append((m.start(3) - 1, m.end(3), PLACEHOLDER, slot))
+
+    if "\nadrp " in text:
+        rets = [m.start() for m in _RET_RE.finditer(text)]
+        calls = [m.start() for m in _CALL_RE.finditer(text)]
+        for m in _ADRP_RE.finditer(text):
+            j = bisect_left(nl, m.start(2)) - 1
+            o = offsets[j]
+            # decoded at 0: the printed page is relative to this adrp's own page
+            page = (((rva + o) & _PAGE) + int(m.group(2), 0) - (o & _PAGE)) & _MASK64
+            slot = [o, DATA, page]
+            edits.append((m.start(2) - 1, m.end(2), PLACEHOLDER, slot))
+            reg = m.group(1)
+            pos = nl[j + 1]
+            f = _PAIR_NEXT_RE.match(text, pos)
+            if f is not None and (f.group(1) or f.group(3)) == reg:
+                # the usual pair: the next instruction uses the page and overwrites it
+                if f.group(1):
+                    slot[2] = page + int(f.group(2), 0)
+                    edits.append((f.start(2) - 1, f.end(2), _LO12, None))
+                else:
+                    slot[2] = page + (int(f.group(5), 0) if f.group(5) else 0)
+                    edits.append((f.start(4), f.end(4), "[x" + reg + ", " + _LO12 + "]", None))
+                continue
+            _follow(text, nl, offsets, int(reg), pos, page, slot, rets, calls, edits)
+
+    for off, _k, target in rels:
+        j = max(bisect_right(offsets, off) - 1, 0)
+        p = nl[j + 1]
+        edits.append((p, p, " " + PLACEHOLDER, [offsets[j], DATA, target]))
+
+    if edits:
+        edits.sort(key=_first)
+        pieces = []
+        last = 1
+        for s, e, rep, sl in edits:
+            if s < last:  # overlapping edit: keep the first one
+                continue
+            pieces.append(text[last:s])
+            pieces.append(rep)
+            if sl is not None:
+                slots.append(sl)
+            last = e
+        pieces.append(text[last:-1])
+        shape = "".join(pieces)
+        refs = [Ref(o, k, t) for o, k, t in slots]
+    else:
+        shape = text[1:-1]
+        refs = []
+    return NormalizedCode(shape, refs, offsets, sizes[0], b"", ends[-1], Machine.ARM64)
+
+
+def _first(edit: tuple) -> int:
+    return edit[0]
+
+
+def _follow(
+    text: str,
+    nl: list[int],
+    offsets: list[int],
+    reg: int,
+    pos: int,
+    page: int,
+    adrp_slot: list,
+    rets: list[int],
+    calls: list[int],
+    edits: list,
+) -> None:
+    """Follow register ``reg``, loaded with ``page`` by an adrp whose line ends at
+    ``pos``, through the lines that mention it: uses as a base become edits (the first
+    completes ``adrp_slot``), and it is forgotten when written, at a return, and (x0-x18)
+    at a call."""
+    end = len(text)
+    i = bisect_left(rets, pos)  # (a return or call line starts with the newline at pos)
+    if i < len(rets):
+        end = rets[i]
+    if reg <= 18:
+        i = bisect_left(calls, pos)
+        if i < len(calls) and calls[i] < end:
+            end = calls[i]
+    used = [adrp_slot, page, False]  # the _use state
+    xreg = "x" + str(reg)
+    last_line = -1
+    for m in _REG_USE_RE[reg].finditer(text, pos, end):
+        j = bisect_left(nl, m.start()) - 1
+        if j == last_line:
+            continue
+        last_line = j
+        ls = nl[j] + 1
+        line = text[ls : nl[j + 1]]
+        sp = line.find(" ")
         mn = line[:sp]
         ops = line[sp + 1 :]
-        c = mn[0]
-        new = None
-        if (mn in _BRANCHES or mn.startswith("b.")) and ops[-1] != "]":
-            tm = _TARGET_RE.search(ops)
-            if tm is not None and (mn != "b" and mn != "bl" or tm.start() == 0):
-                target = int(tm.group(1), 0)
-                if mn == "bl":
-                    _forget_caller_saved(pending)
-                if rva <= target < end_rva:
-                    o = target - rva
-                    internal_targets.add(o)
-                    if o < entry_limit and mn != "bl":
-                        entry_hit = True
-                    new = line[: sp + 1 + tm.start()] + f"{o:#x}"
-                else:
-                    slots.append([offsets[j], CALL if mn == "bl" else JUMP, target])
-                    new = line[: sp + 1 + tm.start()] + PLACEHOLDER
-        elif mn == "adrp":
-            comma = ops.find(",")
-            reg = int(ops[1:comma])
-            page = _num(ops[comma + 3 :])
-            slot = [offsets[j], DATA, page]
-            slots.append(slot)
-            pending[reg] = [slot, page, False]
-            new = line[: sp + 1 + comma + 2] + PLACEHOLDER
-        elif (mn == "adr" or (mn in _LITERAL_LOADS and "[" not in ops)) and "#" in ops:
-            tm = _TARGET_RE.search(ops)
-            if tm is not None:
-                target = int(tm.group(1), 0)
-                if pending:
-                    rm = _REG_RE.match(ops)
-                    if rm is not None:
-                        pending.pop(int(rm.group(1)), None)
-                if rva <= target < end_rva:
-                    new = line[: sp + 1 + tm.start()] + internal_label(target - rva, 0)
-                else:
-                    slots.append([offsets[j], DATA, target])
-                    new = line[: sp + 1 + tm.start()] + PLACEHOLDER
-        elif pending:
-            if c == "b" and mn == "blr":
-                _forget_caller_saved(pending)
-            elif mn == "add":
-                am = _ADD_RE.match(ops)
-                if am is not None:
-                    st = pending.get(int(am.group(2)[1:]))
-                    if st is not None:
-                        lo = _num(am.group(3))
-                        new = line[: sp + 1 + am.start(3) - 1] + _use(st, lo, offsets[j], slots)
-            if new is None and "[x" in ops:
-                mm = _MEM_RE.search(ops)
-                if mm is not None:
-                    breg = int(mm.group(1))
-                    st = pending.get(breg)
-                    if st is not None:
-                        if mm.group(4):  # post-index: [xN], #imm writes xN back
-                            del pending[breg]
-                        else:
-                            lo = _num(mm.group(2)) if mm.group(2) else 0
-                            tok = _use(st, lo, offsets[j], slots)
-                            a = sp + 1 + mm.start()
-                            new = (
-                                line[:a]
-                                + f"[x{breg}, {tok}]"
-                                + mm.group(3)
-                                + line[sp + 1 + mm.end() :]
-                            )
-                            if mm.group(3):  # pre-index write-back
-                                del pending[breg]
-            # the instruction's destination register(s) no longer hold the page
-            if pending and mn not in _NO_DEST and not mn.startswith("st"):
+        if (mn in _BRANCHES or mn.startswith("b.")) and ops and ops[-1] != "]":
+            continue  # reads registers only
+        if mn == "adrp":
+            return  # a new page
+        if (mn == "adr" or (mn in _LITERAL_LOADS and "[" not in ops)) and "#" in ops:
+            if _TARGET_RE.search(ops):
                 rm = _REG_RE.match(ops)
-                if rm is not None:
-                    pending.pop(int(rm.group(1)), None)
-                    if mn in _PAIR_LOADS:
-                        rm2 = _REG_RE.match(ops, rm.end() + 2)
-                        if rm2 is not None:
-                            pending.pop(int(rm2.group(1)), None)
-            elif pending and mn.startswith(("stxr", "stlxr", "stxp", "stlxp")):
-                rm = _REG_RE.match(ops)  # the status register is written
-                if rm is not None:
-                    pending.pop(int(rm.group(1)), None)
-        if new is not None:
-            lines[j] = new
-        if j in reloc_lines:
-            lines[j] = _append_relocs(lines[j], offsets[j], reloc_lines[j], slots)
+                if rm is not None and int(rm.group(1)) == reg:
+                    return
+            continue
+        if mn == "add":
+            am = _ADD_RE.match(ops)
+            if am is not None and am.group(2) == xreg:
+                a = ls + sp + 1 + am.start(3) - 1
+                edits.append(
+                    (a, ls + sp + 1 + am.end(3), *_use2(used, _num(am.group(3)), offsets[j]))
+                )
+                if _writes(mn, ops, reg):
+                    return
+                continue
+        if "[x" in ops:
+            mm = _MEM_RE.search(ops)
+            if mm is not None and int(mm.group(1)) == reg:
+                if mm.group(4):  # post-index: [xN], #imm writes xN back
+                    return
+                lo = _num(mm.group(2)) if mm.group(2) else 0
+                rep, slot = _use2(used, lo, offsets[j])
+                a = ls + sp + 1 + mm.start()
+                b = a + (mm.end(2) if mm.group(2) else mm.end(1)) - mm.start() + 1
+                edits.append((a, b, f"[{xreg}, {rep}]", slot))
+                if mm.group(3):  # pre-index write-back
+                    return
+        if _writes(mn, ops, reg):
+            return
 
-    refs = [Ref(o, k, t) for o, k, t in slots]
-    return NormalizedCode(
-        "\n".join(lines[:n]),
-        refs,
-        offsets,
-        sizes[0],
-        b"",
-        ends[-1],
-        Machine.ARM64,
-        internal_targets,
-        entry_hit,
-    )
+
+def _writes(mn: str, ops: str, reg: int) -> bool:
+    """Whether the instruction writes ``reg`` (x or w)."""
+    if mn not in _NO_DEST and not mn.startswith("st"):
+        rm = _REG_RE.match(ops)
+        if rm is None:
+            return False
+        if int(rm.group(1)) == reg:
+            return True
+        if mn in _PAIR_LOADS:
+            rm2 = _REG_RE.match(ops, rm.end() + 2)
+            return rm2 is not None and int(rm2.group(1)) == reg
+        return False
+    if mn.startswith(_STATUS_STORES):
+        rm = _REG_RE.match(ops)  # the status register is written
+        return rm is not None and int(rm.group(1)) == reg
+    return False
 
 
-def _use(st: list, lo: int, offset: int, slots: list[list]) -> str:
+def _use2(st: list, lo: int, offset: int) -> tuple[str, list | None]:
     """A use of an adrp register with low bits ``lo``: the first completes the adrp's
-    ref, later ones are refs of their own.  Returns the operand text."""
+    ref, later ones are refs of their own.  Returns the operand text and the new slot."""
     target = st[1] + lo
     if not st[2]:
         st[2] = True
         st[0][2] = target
-        return _LO12
-    slots.append([offset, DATA, target])
-    return _LO12 + PLACEHOLDER
-
-
-def _forget_caller_saved(pending: dict[int, list]) -> None:
-    for r in [r for r in pending if r <= 18]:
-        del pending[r]
-
-
-def _append_relocs(line: str, offset: int, targets: list[int], slots: list[list]) -> str:
-    for t in targets:
-        slots.append([offset, DATA, t])
-        line += " " + PLACEHOLDER
-    return line
+        return _LO12, None
+    return _LO12 + PLACEHOLDER, [offset, DATA, target]

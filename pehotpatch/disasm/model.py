@@ -18,6 +18,9 @@ X86_TARGET_RE = re.compile(
     r"|\.long \+(0x[0-9a-f]+))(?=\n)"
 )
 
+# The same for ARM64 (branch targets print as "#0x1c", or in decimal below 10).
+ARM64_TARGET_RE = re.compile(r"\n(b|bl|cbn?z|tbn?z|b\.[a-z]+) [^\n]*?#(0x[0-9a-f]+|\d+)(?=\n)")
+
 #: The two-byte no-op that /hotpatch puts at a function's entry, per machine.
 HOTPATCH_NOPS = {Machine.X64: b"\x66\x90", Machine.X86: b"\x8b\xff", Machine.ARM64: b""}
 #: Encodings accepted as that no-op at the entry: ``89 ff`` is the other ``mov edi, edi``,
@@ -61,9 +64,10 @@ class Ref:
 class NormalizedCode:
     """The normalised form of one function.
 
-    ``shape``: one line per instruction (``mnemonic operands``) joined by newlines, with
+    ``shape``: one line per instruction (``mnemonic operands``, with a trailing space
+    when there are no operands) joined by newlines, with
     external addresses as ``@`` and addresses inside the function as offsets: direct
-    branch targets as plain offsets (``jne 0x34``, ``b.eq 0x34``), other addresses
+    branch targets as plain offsets (``jne 0x34``, ``b.eq #0x34``), other addresses
     (RIP-relative operands, ``adr``) as ``+0x34``.  Offsets count from the first
     instruction after the hot-patch no-op (from the function start when there is none),
     so a function that differs only by that no-op has the same shape.  The no-op itself is not in the shape, and neither
@@ -108,21 +112,29 @@ class NormalizedCode:
         return self._entry_hit  # type: ignore[return-value]
 
     def _scan_branches(self) -> None:
-        # Only x86/x64 get here: every numeric branch target left in the shape is
-        # internal, relative to the body start.
+        # Every numeric branch target left in the shape is inside the function, relative
+        # to the body start (externals are placeholders).
         base = len(self.hotpatch_nop)
-        mask = 0xFFFFFFFF if self.machine is Machine.X86 else 0xFFFFFFFFFFFFFFFF
         limit = ENTRY_PATCH_BYTES[self.machine]
         targets: set[int] = set()
         hit = False
-        for m in X86_TARGET_RE.finditer("\n" + self.shape + "\n"):
-            if m.group(3) is not None:  # a jump-table entry
-                off = int(m.group(3), 16) + base
-            else:
-                off = (int(m.group(2), 16) + base) & mask
-            targets.add(off)
-            if off < limit and m.group(1) != "call":
-                hit = True
+        text = "\n" + self.shape + "\n"
+        if self.machine is Machine.ARM64:
+            for m in ARM64_TARGET_RE.finditer(text):
+                off = int(m.group(2), 0)
+                targets.add(off)
+                if off < limit and m.group(1) != "bl":
+                    hit = True
+        else:
+            mask = 0xFFFFFFFF if self.machine is Machine.X86 else 0xFFFFFFFFFFFFFFFF
+            for m in X86_TARGET_RE.finditer(text):
+                if m.group(3) is not None:  # a jump-table entry
+                    off = int(m.group(3), 16) + base
+                else:
+                    off = (int(m.group(2), 16) + base) & mask
+                targets.add(off)
+                if off < limit and m.group(1) != "call":
+                    hit = True
         self._targets = targets
         self._entry_hit = hit
 
@@ -139,7 +151,7 @@ class NormalizedCode:
         ``name_of(target)``: lines to feed a unified diff."""
         if not self.shape:
             return []
-        lines = self.shape.split("\n")
+        lines = [line.rstrip() for line in self.shape.split("\n")]
         refs = self.refs
         if not refs:
             return lines

@@ -186,7 +186,7 @@ class _X86Pass:
         insn_offsets = [0, *ends[:-1]]
         first = 1 if base else 0
         lines = [b"", *map(b" ".join, pairs[1:] if base else pairs), b""]
-        text = b"\n".join(lines).replace(b" \n", b"\n").decode("ascii", "replace")
+        text = b"\n".join(lines).decode("ascii", "replace")
         refs: list[Ref] = []
         nstages = 0
 
