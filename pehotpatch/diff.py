@@ -11,12 +11,14 @@ difference, not a behaviour change.
 from __future__ import annotations
 
 import bisect
+import re
 import time
 from dataclasses import dataclass, field
 
 from pehotpatch.codemap import KIND_NAMES, FuncCode, build_codemaps, normalize_function
 from pehotpatch.correlate import Correlation, correlate
 from pehotpatch.image.loader import LoadedImage
+from pehotpatch.image.machine import Machine
 from pehotpatch.image.pe import PEImage
 from pehotpatch.image.symbols import Function, Global, SymbolIndex
 
@@ -24,6 +26,7 @@ UNCHANGED = "unchanged"
 CHANGED = "changed"
 THROUGH_DATA = "changed-through-data"
 PROLOGUE_ONLY = "prologue-only"
+PADDING_ONLY = "padding-only"  # differs only by alignment no-ops inside the body
 
 MAX_DATA_COMPARE = 256
 
@@ -264,9 +267,12 @@ def compare_function(pair_base: Function, pair_new: Function, method: str,
     if cb is None or cn is None:
         fd.status, fd.reason = CHANGED, "code"
         return fd
+    padding_only = False
     if cb.digest != cn.digest or len(cb.refs) != len(cn.refs):
-        fd.status, fd.reason = CHANGED, "code"
-        return fd
+        if len(cb.refs) != len(cn.refs) or not _equal_without_padding(rb.ix, pair_base, rn.ix, pair_new):
+            fd.status, fd.reason = CHANGED, "code"
+            return fd
+        padding_only = True
     for (ob, kb, tb), (on, kn, tn) in zip(cb.refs, cn.refs, strict=True):
         kb_key, kn_key = rb.key(tb), rn.key(tn)
         if kb != kn or kb_key != kn_key:
@@ -282,9 +288,44 @@ def compare_function(pair_base: Function, pair_new: Function, method: str,
                     fd.data.append(label)
     if fd.data:
         fd.status, fd.reason = THROUGH_DATA, "data"
+    elif padding_only:
+        fd.status, fd.reason = PADDING_ONLY, "alignment no-ops"
     elif cb.hotpatch_nop != cn.hotpatch_nop:
         fd.status, fd.reason = PROLOGUE_ONLY, "prologue"
     return fd
+
+
+_X86_BRANCH_LINE = re.compile(r"^((?:j|loop)\w*|call) (0x[0-9a-f]+)$")
+
+
+def _without_padding(ix: SymbolIndex, f: Function) -> list[str] | None:
+    """The shape's lines without alignment no-ops, internal branch targets as indexes.
+
+    Builds with and without ``/hotpatch`` differ in the alignment no-ops clang puts
+    before loop heads; those move the code after them but change nothing it does."""
+    if ix.image.machine is Machine.ARM64:
+        return None
+    nc = normalize_function(ix.image, f)
+    skip = len(nc.hotpatch_nop)
+    first = 1 if skip else 0
+    lines = nc.shape.split("\n")
+    offs = nc.insn_offsets[first : first + len(lines)]
+    if len(offs) != len(lines):
+        return None
+    kept = [(o, ln) for o, ln in zip(offs, lines, strict=True) if not ln.startswith("nop")]
+    starts = [o for o, _ in kept]
+    out = []
+    for _, ln in kept:
+        m = _X86_BRANCH_LINE.match(ln)
+        if m:
+            ln = f"{m.group(1)} #{bisect.bisect_left(starts, int(m.group(2), 16) + skip)}"
+        out.append(ln)
+    return out
+
+
+def _equal_without_padding(bix: SymbolIndex, fb: Function, nix: SymbolIndex, fn: Function) -> bool:
+    a = _without_padding(bix, fb)
+    return a is not None and a == _without_padding(nix, fn)
 
 
 def diff_images(base: LoadedImage, new: LoadedImage, *, jobs: int | None = None) -> DiffResult:

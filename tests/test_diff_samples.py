@@ -38,3 +38,34 @@ def test_diff_names_exactly_the_changes(d):
     assert _plain(g.name for g in res.removed_globals) == sorted(exp["removed_globals"])
     # Everything that was paired was paired by name: the samples have full PDBs.
     assert set(res.correlation.methods()) <= {"name"}
+
+
+@pytest.mark.parametrize("arch", ["x64", "x86"])
+def test_hotpatch_build_noise_is_not_a_change(arch):
+    """A base built without /hotpatch differs by the entry no-op and by loop-alignment
+    no-ops; neither is a behaviour change."""
+    from conftest import SAMPLES
+
+    from pehotpatch.diff import PADDING_ONLY, PROLOGUE_ONLY
+
+    res = _diff(SAMPLES / arch / "prologue_not_patchable")
+    status = {f.name: f.status for f in res.functions}
+    assert status.pop("telemetry_flush") == "changed"
+    assert status and set(status.values()) <= {PROLOGUE_ONLY, PADDING_ONLY}
+    assert PROLOGUE_ONLY in status.values()
+    if arch == "x64":
+        assert status["put_str"] == PADDING_ONLY
+
+
+def test_diff_json_is_deterministic(tmp_path):
+    from conftest import SAMPLES
+
+    from pehotpatch.cli import main
+
+    d = SAMPLES / "x64" / "struct_layout"
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"d{i}.json"
+        assert main(["diff", str(d / "base.dll"), str(d / "intermediate.dll"), "--json", "-o", str(out)]) == 0
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]

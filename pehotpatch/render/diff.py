@@ -10,6 +10,7 @@ from rich.table import Table
 
 from pehotpatch.diff import (
     CHANGED,
+    PADDING_ONLY,
     PROLOGUE_ONLY,
     THROUGH_DATA,
     DiffResult,
@@ -94,6 +95,7 @@ def diff_to_json(res: DiffResult, *, verbose: bool = False) -> dict[str, Any]:
             "changed": len(res.by_status(CHANGED)),
             "changed_through_data": len(res.by_status(THROUGH_DATA)),
             "prologue_only": len(res.by_status(PROLOGUE_ONLY)),
+            "padding_only": len(res.by_status(PADDING_ONLY)),
             "unchanged": res.unchanged,
             "added": len(res.added_functions),
             "removed": len(res.removed_functions),
@@ -143,9 +145,10 @@ def render_diff(res: DiffResult, console: Console, *, verbose: bool = False) -> 
     for note in sorted(set(res.base.notes + res.new.notes)):
         console.print(f"[dim]note: {note}[/]")
     t = Table(title="functions", title_justify="left")
-    for col in ("changed", "through data", "prologue only", "unchanged", "added", "removed"):
+    for col in ("changed", "through data", "prologue only", "padding only", "unchanged", "added", "removed"):
         t.add_column(col, justify="right")
-    t.add_row(*(str(s[k]) for k in ("changed", "changed_through_data", "prologue_only", "unchanged", "added", "removed")))
+    t.add_row(*(str(s[k]) for k in ("changed", "changed_through_data", "prologue_only", "padding_only",
+                                     "unchanged", "added", "removed")))
     console.print(t)
     console.print("pairing: " + ", ".join(f"{k} {v}" for k, v in s["pairing"].items()))
 
