@@ -548,3 +548,89 @@ def test_same_bytes_same_result_twice(machine):
     assert sym(a) == sym(b)
     assert a.insn_offsets == b.insn_offsets
     assert a.size <= len(code)
+
+
+# ---- jump tables inside the function's range ---------------------------------------------
+def msvc_x64_switch(rva: int) -> bytes:
+    """cmp ecx, 2 ; ja default ; lea rdx, [__ImageBase] ;
+    mov eax, dword ptr [rdx + rcx*4 + table] ; add rax, rdx ; jmp rax ;
+    three cases and a default (mov eax, N ; ret), int3 to 4-byte alignment, then the
+    table of case RVAs, as MSVC lays it out."""
+    b = X64Builder(rva)
+    b.raw(h("83f902"))  # cmp ecx, 2
+    b.raw(h("7725"))  # ja +0x25 -> default at 0x2a
+    b.raw(b"\x48\x8d\x15" + rel32(b.here() + 7, 0))  # lea rdx, [rip -> RVA 0]
+    table_at = 0x30
+    b.raw(h("8b848a") + struct.pack("<I", rva + table_at))  # mov eax, [rdx + rcx*4 + T]
+    b.raw(h("4801d0ffe0"))  # add rax, rdx ; jmp rax
+    cases = []
+    for k in range(3):
+        cases.append(len(b.code))
+        b.raw(h("b8") + struct.pack("<I", k + 1) + h("c3"))  # mov eax, k + 1 ; ret
+    assert len(b.code) == 0x2A
+    b.raw(h("31c0c3"))  # default: xor eax, eax ; ret
+    b.raw(h("cc") * (table_at - len(b.code)))
+    for c in cases:
+        b.raw(struct.pack("<I", rva + c))
+    return b.bytes()
+
+
+def test_x64_jump_table_inside_function_is_data():
+    a = norm(X64, msvc_x64_switch(0x1000), 0x1000)
+    b = norm(X64, msvc_x64_switch(0x7654), 0x7654)
+    assert sym(a) == sym(b)
+    assert [(r.kind, r.target) for r in a.refs] == [("data", 0)]
+    lines = shape_lines(a)
+    assert lines[-3:] == [".long +0x18", ".long +0x1e", ".long +0x24"]
+    assert "mov eax, dword ptr [rdx + rcx*4 + +0x30]" in lines
+    assert {0x18, 0x1E, 0x24} <= a.internal_targets
+    # a different case target is a different function
+    c = bytearray(msvc_x64_switch(0x1000))
+    c[-4] += 1
+    assert sym(norm(X64, bytes(c), 0x1000)) != sym(a)
+
+
+def test_x64_trailing_table_of_a_function_chunk():
+    # a chunk ending in ret whose table (used from the parent chunk) follows it
+    def chunk(rva, parent):
+        code = h("4883c428c3") + b"\x90" * ((-(rva + 5)) % 4)  # add rsp, 0x28 ; ret ; nop
+        return code + struct.pack("<3I", parent + 0x10, parent + 0x40, parent + 0x90)
+
+    a = norm(X64, chunk(0x5003, 0x4000), 0x5003)
+    b = norm(X64, chunk(0x9001, 0x8000), 0x9001)
+    assert [(r.kind, r.target) for r in a.refs] == [
+        ("data", 0x4010),
+        ("data", 0x4040),
+        ("data", 0x4090),
+    ]
+    assert shape_lines(a)[-4:] == ["ret"] + [".long @"] * 3
+    assert sym(a) != sym(b)  # other parent addresses
+    c = norm(X64, chunk(0x9001, 0x4000), 0x9001)  # the same table, other alignment
+    assert sym(a) == sym(c)
+
+
+def test_x86_jump_table_with_relocations():
+    def func(rva):
+        c = bytearray(h("8b442404"))  # mov eax, dword ptr [esp + 4]
+        c += h("83f802")  # cmp eax, 2
+        c += h("7719")  # ja default (+0x19 -> 0x22)
+        relocs = [rva + len(c) + 3]
+        c += h("ff2485") + struct.pack("<I", IB32 + rva + 0x28)  # jmp [eax*4 + table]
+        cases = []
+        for k in range(3):
+            cases.append(len(c))
+            c += h("b8") + struct.pack("<I", k + 1) + h("c3")  # mov eax, k + 1 ; ret
+        assert len(c) == 0x22
+        c += h("31c0c3cccccc")  # default: xor eax, eax ; ret ; int3 padding
+        for x in cases:
+            relocs.append(rva + len(c))
+            c += struct.pack("<I", IB32 + rva + x)
+        return bytes(c), relocs
+
+    (ca, ra), (cb, rb) = func(0x1000), func(0x3333)
+    a, b = norm(X86, ca, 0x1000, ra), norm(X86, cb, 0x3333, rb)
+    assert sym(a) == sym(b)
+    assert a.refs == []
+    assert shape_lines(a)[-3:] == [".long +0x10", ".long +0x16", ".long +0x1c"]
+    assert "jmp dword ptr [eax*4 + +0x28]" in shape_lines(a)
+    assert shape_lines(a)[-5:-3] == ["xor eax, eax", "ret"]  # int3 padding not shown

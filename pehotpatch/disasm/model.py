@@ -78,7 +78,9 @@ class NormalizedCode:
 
     Jump and index tables inside the function's range (MSVC puts them after the code)
     are shown as data lines, ``.long +0x34`` (an entry pointing into the function) and
-    ``.byte 0x00, 0x01, ...``, when the code that uses them was recognised; other bytes
+    ``.byte 0x00, 0x01, ...``, when the code that uses them was recognised (or, on x64,
+    as a run of RVAs after the last ``ret``/``jmp`` of a function chunk); alignment padding
+    before a table is not shown (its bytes count with the instruction before); other bytes
     that do not decode are ``.byte`` lines of one byte (four on ARM64).  These lines
     count as instructions in ``insn_offsets``.
 

@@ -388,6 +388,10 @@ class _X86Pass:
             token = f"{sentinel(width, k):#x}"
             p = text.find(token, ls, le)
             inside = rva <= target < rva + code_len
+            if inside and p > 0:
+                scale = _table_scale(text[ls:p])
+                if scale:
+                    self.tables.append((target - rva, scale))
             rep = internal_label(target - rva, self.base) if inside else PLACEHOLDER
             ref = None if inside else Ref(insn_offsets[li + first], DATA, target)
             if p < 0:
@@ -511,6 +515,15 @@ def _decode_around(
     for a, e, kind in [*regions, (len(code), len(code), "")]:
         if pos < a:
             p, sz = dec.decode(dcode[pos:a], (pos - base) & mask)
+            if kind:
+                # alignment padding before a table depends on the address
+                k = len(p)
+                while k > 0 and p[k - 1][0] in _X86_PAD:
+                    k -= 1
+                if 0 < k < len(p) and sz[k - 1] + sum(sz[k:]) < 256:
+                    # counted with the instruction before it, and not shown
+                    p = p[:k]
+                    sz = sz[: k - 1] + bytes((sz[k - 1] + sum(sz[k:]),))
             pairs += p
             sizes += sz
         if kind == "long":
