@@ -65,13 +65,14 @@ class NormalizedCode:
     """The normalised form of one function.
 
     ``shape``: one line per instruction (``mnemonic operands``, with a trailing space
-    when there are no operands) joined by newlines, with
-    external addresses as ``@`` and addresses inside the function as offsets: direct
-    branch targets as plain offsets (``jne 0x34``, ``b.eq #0x34``), other addresses
-    (RIP-relative operands, ``adr``) as ``+0x34``.  Offsets count from the first
+    when there are no operands) joined by newlines, with external addresses as ``@``
+    and addresses inside the function as offsets: direct branch targets as plain
+    offsets (``jne 0x34``, ``b.eq #0x34``), other addresses (RIP-relative operands,
+    ``adr``, relocated absolutes) as ``+0x34``.  Offsets count from the first
     instruction after the hot-patch no-op (from the function start when there is none),
-    so a function that differs only by that no-op has the same shape.  The no-op itself is not in the shape, and neither
-    is trailing int3/nop padding.
+    so a function that differs only by that no-op has the same shape.  The no-op itself
+    is not in the shape, and neither is trailing int3/nop padding.  Compare functions
+    with :meth:`key` (each image with its own ``name_of``).
 
     ``refs``: one :class:`Ref` per ``@`` in ``shape``, in order.  ``Ref.offset`` and
     ``insn_offsets`` are real offsets from the function start (no-op included).
@@ -200,7 +201,7 @@ def apply_relocs(
     out = []
     for i in range(lo, hi):
         off = relocs[i] - rva
-        k = i % _N_SENTINELS
+        k = (i - lo) % _N_SENTINELS  # counted within the function: layout-independent
         value = int.from_bytes(buf[off : off + width], "little")
         buf[off : off + width] = sentinel(width, k).to_bytes(width, "little")
         out.append((off, k, value - image_base))

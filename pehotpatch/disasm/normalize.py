@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from itertools import accumulate, repeat
 from operator import attrgetter
 
-from pehotpatch.disasm._decode import decoder
+from pehotpatch.disasm._decode import Decoder, decoder
 from pehotpatch.disasm.arm64 import normalize_arm64
 from pehotpatch.disasm.model import (
     CALL,
@@ -158,7 +158,17 @@ class _X86Pass:
         "tables",
     )  # fmt: skip
 
-    def __init__(self, machine, code, rva, image_base, base, hp_nop, rels, regions):
+    def __init__(
+        self,
+        machine: Machine,
+        code: bytes,
+        rva: int,
+        image_base: int,
+        base: int,
+        hp_nop: bytes,
+        rels: list[tuple[int, int, int]],
+        regions: Sequence[Region],
+    ) -> None:
         self.machine = machine
         self.code = code
         self.rva = rva
@@ -502,7 +512,7 @@ def _trailing_rva_table(
 
 
 def _decode_around(
-    dec, dcode: bytes, code: bytes, rva: int, image_base: int, x64: bool, base: int,
+    dec: Decoder, dcode: bytes, code: bytes, rva: int, image_base: int, x64: bool, base: int,
     regions: list[Region],
 ) -> tuple[list[tuple[bytes, bytes]], bytes]:  # fmt: skip
     """Decode the code between ``regions`` and render the regions as data lines:
