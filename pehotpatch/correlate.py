@@ -147,11 +147,14 @@ class _Pairer:
         return made
 
     # -- 3. call graph (and data) votes --------------------------------------------------
-    def by_votes(self) -> int:
-        fvotes: dict[int, Counter] = defaultdict(Counter)
-        dvotes: dict[int, Counter] = defaultdict(Counter)
+    def by_votes(self, *, data: bool = False) -> int:
+        """Pair unpaired functions referenced at the same positions by paired ones;
+        with ``data``, also rebuild the map of unnamed data addresses."""
+        fvotes: dict[tuple[int, int], int] = defaultdict(int)
+        dvotes: dict[tuple[int, int], int] = defaultdict(int)
         bstarts, nstarts = self.base.function_by_rva, self.new.function_by_rva
-        for brva, nrva in list(self.fmap.items()):
+        fmap, rfmap = self.fmap, self.rfmap
+        for brva, nrva in list(fmap.items()):
             cb, cn = self.bcode.get(brva), self.ncode.get(nrva)
             if cb is None or cn is None or len(cb.refs) != len(cn.refs):
                 continue
@@ -160,19 +163,18 @@ class _Pairer:
             for (_, kb, tb), (_, kn, tn) in zip(cb.refs, cn.refs, strict=True):
                 if kb != kn:
                     continue
-                if tb in bstarts and tn in nstarts:
-                    if tb not in self.fmap and tn not in self.rfmap:
-                        fvotes[tb][tn] += 1
-                elif tb not in bstarts and tn not in nstarts:
-                    dvotes[tb][tn] += 1
+                if tb in bstarts:
+                    if tn in nstarts and tb not in fmap and tn not in rfmap:
+                        fvotes[tb, tn] += 1
+                elif data and tn not in nstarts:
+                    dvotes[tb, tn] += 1
         made = 0
-        for tb, cnt in sorted(fvotes.items()):
-            tn, _ = cnt.most_common(1)[0]
-            if tn not in self.rfmap:
+        for tb, tn in _winners(fvotes):
+            if tb not in fmap and tn not in rfmap:
                 self.pair(bstarts[tb], nstarts[tn], "call-graph")
                 made += 1
-        for tb, cnt in dvotes.items():
-            self.dmap[tb] = cnt.most_common(1)[0][0]
+        if data:
+            self.dmap = dict(_winners(dvotes))
         return made
 
     # -- 4. order --------------------------------------------------------------------------
@@ -203,6 +205,16 @@ class _Pairer:
         return made
 
 
+def _winners(votes: dict[tuple[int, int], int]) -> list[tuple[int, int]]:
+    """For each base address, the new address with the most votes (ties: the lowest)."""
+    best: dict[int, tuple[int, int]] = {}
+    for (tb, tn), v in votes.items():
+        cur = best.get(tb)
+        if cur is None or v > cur[0] or (v == cur[0] and tn < cur[1]):
+            best[tb] = (v, tn)
+    return sorted((tb, tn) for tb, (_, tn) in best.items())
+
+
 def correlate(base: SymbolIndex, new: SymbolIndex,
               bcode: dict[int, FuncCode], ncode: dict[int, FuncCode]) -> Correlation:
     p = _Pairer(base, new, bcode, ncode)
@@ -212,7 +224,7 @@ def correlate(base: SymbolIndex, new: SymbolIndex,
         if not made:
             break
     p.by_order()
-    p.by_votes()  # refresh the data map with the final pairs
+    p.by_votes(data=True)  # the data map, from the final pairs
 
     corr = Correlation(function_map=dict(p.fmap), data_map=p.dmap)
     nby = new.function_by_rva

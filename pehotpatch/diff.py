@@ -114,8 +114,15 @@ class _Resolver:
         self.ix = ix
         self.corr = corr
         self.side = side
+        self._keys: dict[int, tuple] = {}
 
     def key(self, t: int) -> tuple:
+        k = self._keys.get(t)
+        if k is None:
+            k = self._keys[t] = self._key(t)
+        return k
+
+    def _key(self, t: int) -> tuple:
         ix = self.ix
         slot = ix.imports_by_slot.get(t)
         if slot is not None:
@@ -193,6 +200,7 @@ class _DataView:
                 if kind == 2:
                     starts.add(t)
         self.starts = sorted(starts)
+        self._same: dict[tuple[int, int, int, int], bool] = {}
 
     def extent(self, t: int) -> int:
         g = self.ix.global_at(t)
@@ -231,6 +239,14 @@ class _DataView:
     def compare(self, other: _DataView, t_self: int, t_other: int, key_self, key_other,
                 f_self: Function, f_other: Function) -> bool:
         """True when the read-only data at ``t_self`` (base) equals ``t_other`` (new)."""
+        memo = (t_self, t_other, f_self.rva, f_other.rva)
+        got = self._same.get(memo)
+        if got is None:
+            got = self._same[memo] = self._compare(other, t_self, t_other, key_self, key_other, f_self, f_other)
+        return got
+
+    def _compare(self, other: _DataView, t_self: int, t_other: int, key_self, key_other,
+                 f_self: Function, f_other: Function) -> bool:
         ja = self.jump_table(t_self, f_self)
         if ja is not None:
             jb = other.jump_table(t_other, f_other)
