@@ -37,6 +37,11 @@ __declspec(dllexport) __declspec(noinline) int moved(int x) {
     for (int i = 0; i < x; i++) g_counter ^= g_table[i & 15] + i;
     return helper(x) + g_table[2] + (int)GetTickCount();
 }
+__declspec(dllexport) __declspec(noinline) int simple(int x) {
+    int r = helper(x);
+    if (r > 10) r += helper(r) + g_counter;
+    return r;
+}
 __declspec(dllexport) __declspec(noinline) int changed(int x) { return helper(x) - 1; }
 """
 )
@@ -53,6 +58,11 @@ __declspec(dllexport) __declspec(noinline) int moved(int x) {
     for (int i = 0; i < x; i++) g_counter ^= g_table[i & 15] + i;
     return helper(x) + g_table[2] + (int)GetTickCount();
 }
+__declspec(dllexport) __declspec(noinline) int simple(int x) {
+    int r = helper(x);
+    if (r > 10) r += helper(r) + g_counter;
+    return r;
+}
 __declspec(dllexport) __declspec(noinline) int changed(int x) { return helper(x) - 2; }
 """
 )
@@ -66,7 +76,7 @@ ARCHS = {
 REL_TYPES = {3, 10}  # HIGHLOW, DIR64
 
 
-def build(tmp: Path, machine: Machine, name: str, source: str) -> Path:
+def build(tmp: Path, machine: Machine, name: str, source: str, hotpatch: bool = True) -> Path:
     target, mach, dlltool_m, k32 = ARCHS[machine]
     d = tmp / f"{machine.value}_{name}"
     d.mkdir()
@@ -78,7 +88,7 @@ def build(tmp: Path, machine: Machine, name: str, source: str) -> Path:
     cmds = [
         lib_cmd,
         ["clang-cl-22", f"--target={target}", "/nologo", "/c", "/O2", "/Z7", "/GS-", "/Zl",
-         "/Gy", "/hotpatch", "m.c", "/Fom.obj"],
+         "/Gy", *(["/hotpatch"] if hotpatch else []), "m.c", "/Fom.obj"],
         ["lld-link-22", "/nologo", "/dll", f"/machine:{mach}", "/noentry", "/nodefaultlib",
          "/debug", "/out:m.dll", "m.obj", "k.lib"],
     ]  # fmt: skip
@@ -184,3 +194,16 @@ def test_refs_kinds_per_machine(pair):
     # listing names every ref
     text = "\n".join(n.listing(a.name_of))
     assert "@" not in text and "helper" in text
+
+
+@pytest.mark.parametrize("machine", [Machine.X64, Machine.X86], ids=lambda m: m.value)
+def test_hotpatch_noop_only_difference(machine, tmp_path):
+    with_nop = Image(build(tmp_path, machine, "hp", V1), machine)
+    without = Image(build(tmp_path, machine, "nohp", V1, hotpatch=False), machine)
+    # (a function without loops: /hotpatch also moves loop alignment padding)
+    a, _ = with_nop.normalized("simple")
+    b, _ = without.normalized("simple")
+    assert a.hotpatch_nop != b"" and b.hotpatch_nop == b""
+    assert a.key(with_nop.name_of) == b.key(without.name_of)
+    assert a.entry_is_branch_target is False
+    assert a.internal_targets and {t - 2 for t in a.internal_targets} == b.internal_targets
