@@ -634,3 +634,26 @@ def test_x86_jump_table_with_relocations():
     assert shape_lines(a)[-3:] == [".long +0x10", ".long +0x16", ".long +0x1c"]
     assert "jmp dword ptr [eax*4 + +0x28]" in shape_lines(a)
     assert shape_lines(a)[-5:-3] == ["xor eax, eax", "ret"]  # int3 padding not shown
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    machine=st.sampled_from([X64, X86]),
+    nop=st.booleans(),
+    body=st.lists(
+        st.one_of(
+            st.binary(min_size=1, max_size=6),
+            st.sampled_from([h("ffc0"), h("85c0"), h("c3"), h("90"), h("e8") + b"\0" * 4]),
+            st.integers(0, 40).map(lambda k: bytes([0xEB, (-k - 2) & 0xFF])),  # jmp back
+            st.integers(0, 40).map(lambda k: bytes([0x75, (-k - 2) & 0xFF])),  # jne back
+        ),
+        max_size=30,
+    ),
+)
+def test_entry_search_agrees_with_full_scan(machine, nop, body):
+    code = (h("6690") if nop else b"") + b"".join(body)
+    a = normalize(machine, code, 0x4000, image_base=0x400000)
+    b = normalize(machine, code, 0x4000, image_base=0x400000)
+    b._scan_branches()  # every target, then the entry test on them
+    assert a.entry_is_branch_target == b.entry_is_branch_target
+    assert a.internal_targets == b.internal_targets

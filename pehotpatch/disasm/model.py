@@ -21,6 +21,17 @@ X86_TARGET_RE = re.compile(
 # The same for ARM64 (branch targets print as "#0x1c", or in decimal below 10).
 ARM64_TARGET_RE = re.compile(r"\n(b|bl|cbn?z|tbn?z|b\.[a-z]+) [^\n]*?#(0x[0-9a-f]+|\d+)(?=\n)")
 
+# A jump (not a call) or table entry to offset 0 or 1 (x86/x64, counted from the body:
+# behind the hot-patch no-op those are -2 and -1), or to 0..3 (ARM64).
+_X86_JUMP = r"\n(?:(?:bnd |notrack )?(?:j[a-z]+|loop[a-z]*|xbegin) "
+_X86_ENTRY_RE = re.compile(_X86_JUMP + r"[01]|\.long \+0x[01])(?=\n)")
+_X86_ENTRY_PLAIN_RE = re.compile(r"\n(?:j[a-z]+|loop[a-z]*|xbegin) [01]\n")
+_X86_ENTRY_BEHIND_NOP_RE = {
+    Machine.X64: re.compile(_X86_JUMP + r"0xfffffffffffffff[ef]|\.long -0x[12])(?=\n)"),
+    Machine.X86: re.compile(_X86_JUMP + r"0xfffffff[ef]|\.long -0x[12])(?=\n)"),
+}
+_ARM64_ENTRY_RE = re.compile(r"\n(?:b|cbn?z|tbn?z|b\.[a-z]+) [^\n]*?#[0-3](?=\n)")
+
 #: The two-byte no-op that /hotpatch puts at a function's entry, per machine.
 HOTPATCH_NOPS = {Machine.X64: b"\x66\x90", Machine.X86: b"\x8b\xff", Machine.ARM64: b""}
 #: Encodings accepted as that no-op at the entry: ``89 ff`` is the other ``mov edi, edi``,
@@ -111,8 +122,18 @@ class NormalizedCode:
     @property
     def entry_is_branch_target(self) -> bool:
         if self._entry_hit is None:
-            self._scan_branches()
-        return self._entry_hit  # type: ignore[return-value]
+            # one search, without collecting every target
+            shape = self.shape
+            if self.machine is Machine.ARM64:
+                rx = _ARM64_ENTRY_RE
+            elif self.hotpatch_nop:
+                rx = _X86_ENTRY_BEHIND_NOP_RE[self.machine]
+            elif ".long" in shape or "bnd " in shape:
+                rx = _X86_ENTRY_RE
+            else:
+                rx = _X86_ENTRY_PLAIN_RE
+            self._entry_hit = rx.search("\n" + shape + "\n") is not None
+        return self._entry_hit
 
     def _scan_branches(self) -> None:
         # Every numeric branch target left in the shape is inside the function, relative
