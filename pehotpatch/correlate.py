@@ -114,7 +114,7 @@ class _Pairer:
 
     # -- 2. content hash -----------------------------------------------------------------
     def _stable_key(self, ix: SymbolIndex, code: FuncCode, mapped: dict[int, int] | None) -> tuple:
-        refs = []
+        refs: list[tuple] = []
         slots = ix.imports_by_slot
         for _, kind, t in code.refs:
             if t in slots:

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from pehotpatch.errors import FormatError, InputError
 from pehotpatch.image.checksum import pe_checksum
@@ -681,7 +682,7 @@ def _fill_from_lief(img: PEImage, parser: _Parser) -> None:
     cfg.parse_rsrc = False
     cfg.parse_signature = False
     try:
-        b = lief.PE.parse(io.BytesIO(img.data), cfg)
+        b: Any = lief.PE.parse(io.BytesIO(img.data), cfg)
     except Exception as exc:  # LIEF raises its own types on odd inputs
         raise parser.fail(f"cannot parse PE directories: {exc}") from None
     if b is None:

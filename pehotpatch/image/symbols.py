@@ -198,12 +198,16 @@ def build_index(img: PEImage, pdb: Pdb | None = None) -> SymbolIndex:
 
     if pdb is not None:
         for p in pdb.procedures:
+            if p.rva is None:
+                continue  # no address (e.g. in a section the image does not have)
             add_func(
                 p.name, p.rva, p.size, "pdb",
                 signature=p.signature, type_index=p.type_index, module=p.module,
                 is_static=not p.is_global,
             )
         for d in pdb.globals_:
+            if d.rva is None:
+                continue
             add_global(
                 d.name, d.rva, d.size, "pdb",
                 type_name=d.type_name, type_index=d.type_index,
@@ -211,7 +215,7 @@ def build_index(img: PEImage, pdb: Pdb | None = None) -> SymbolIndex:
                 is_static=not d.is_global, module=d.module,
             )
         for pub in pdb.publics:
-            if pub.name.startswith(".weak."):
+            if pub.name.startswith(".weak.") or pub.rva is None:
                 continue  # lld's aliases for weak definitions (the __ref_ slots)
             name = plain_name(pub.name, img.machine)
             if pub.is_function:
