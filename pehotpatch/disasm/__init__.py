@@ -2,7 +2,10 @@
 
 ``normalize(machine, code, rva, image_base=..., relocs=...)`` turns one function's bytes
 into a :class:`NormalizedCode`: a layout-independent ``shape`` string plus the external
-references (:class:`Ref`) it makes.  See :mod:`pehotpatch.disasm.normalize`.
+references (:class:`Ref`) it makes, in order.  Compare two functions with
+``a.key(name_of_a) == b.key(name_of_b)``; ``listing(name_of)`` gives per-instruction
+lines for a unified diff.  See :mod:`pehotpatch.disasm.normalize` and
+:mod:`pehotpatch.disasm.arm64` for the rules.
 """
 
 from pehotpatch.disasm.model import (

@@ -128,8 +128,8 @@ def normalize_arm64(
             k -= 1
         pairs = pairs[:k]
         sizes = sizes[:k]
-    ends = list(accumulate(sizes))
-    offsets = [0, *ends[:-1]]
+    offsets = list(accumulate(sizes, initial=0))
+    total = offsets.pop()
     lines = [b"", *map(b" ".join, pairs), b""]
     text = b"\n".join(lines).decode("ascii", "replace")
     # nl[k]: position of the newline after lines[k]; body line j is text[nl[j] + 1 : nl[j + 1]]
@@ -208,7 +208,7 @@ def normalize_arm64(
     else:
         shape = text[1:-1]
         refs = []
-    return NormalizedCode(shape, refs, offsets, sizes[0], b"", ends[-1], Machine.ARM64)
+    return NormalizedCode(shape, refs, offsets, sizes[0], b"", total, Machine.ARM64)
 
 
 def _first(edit: tuple) -> int:

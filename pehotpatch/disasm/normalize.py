@@ -2,14 +2,17 @@
 
 A function's *shape* is its disassembly text with every address that depends on where
 things were placed replaced: external addresses by the placeholder ``@`` (each one has a
-:class:`Ref`, in the same order), addresses inside the function by ``+0x..`` offsets.
-Two functions whose shapes are equal and whose refs name the same symbols are the same
-code, whatever the layout of the images around them.
+:class:`Ref`, in the same order), addresses inside the function by offsets.  Two
+functions whose shapes are equal and whose refs name the same symbols are the same
+code, whatever the layout of the images around them (see ``NormalizedCode.key``).
 
-Speed matters (the differ normalises every function of both images), so the x86/x64 path
-never looks at instructions one by one in Python: the text of the whole function is
-produced in bulk (see :mod:`._decode`) and the few places that hold addresses are found
-with regular expressions over that text.
+Speed matters (the differ normalises every function of both images), so nothing looks
+at instructions one by one in Python: the text of the whole function is produced in
+bulk (see :mod:`._decode`), decoded at address 0 so that branch targets inside the
+function already print as offsets, and the few places that hold addresses are found
+with regular expressions over that text.  About 1 M instructions/s on x64 and x86 and
+0.5 M/s on ARM64 on one core of the development machine (capstone's own decoding being
+about a quarter of it).  ``normalize`` is thread-safe (one capstone handle per thread).
 """
 
 from __future__ import annotations
@@ -71,8 +74,8 @@ def normalize(
 # newline, so the line index of a position is the number of newlines before it, minus
 # one.  Each pass finds its pieces with one regular expression over the whole text.
 _X86_PAD = frozenset((b"int3", b"nop"))
-# Direct branches: the whole line is "mnemonic target" (bnd-prefixed ones are rare);
-# capstone prints targets below 10 in decimal.
+# Direct branches: the whole line is "mnemonic target"; capstone prints targets below 10
+# in decimal.  (MPX "bnd" prefixes are only recognised in functions of up to 16 bytes.)
 _BRANCH_RE_DIGITS = {
     d: re.compile(r"\n(call|j[a-z]+|loop[a-z]*|xbegin) (0x[0-9a-f]{" + str(d) + r",})(?=\n)")
     for d in range(2, 17)
@@ -192,8 +195,8 @@ class _X86Pass:
                 k -= 1
             pairs = pairs[:k]
             sizes = sizes[:k]
-        ends = list(accumulate(sizes))
-        insn_offsets = [0, *ends[:-1]]
+        insn_offsets = list(accumulate(sizes, initial=0))
+        total = insn_offsets.pop()  # bytes covered
         first = 1 if base else 0
         lines = [b"", *map(b" ".join, pairs[1:] if base else pairs), b""]
         text = b"\n".join(lines).decode("ascii", "replace")
@@ -203,11 +206,8 @@ class _X86Pass:
         # Direct branches leaving the function
         count = text.count
         lim = code_len - base  # printed targets below this are inside the function
-        if lim > 16 and "bnd " not in text:
-            # targets with fewer hex digits than lim - 1 are inside: skip them
-            brx = _BRANCH_RE_DIGITS[len(f"{lim - 1:x}")]
-        else:
-            brx = _BRANCH_PREFIXED_RE
+        # targets with fewer hex digits than lim - 1 are inside: skip them
+        brx = _BRANCH_RE_DIGITS[len(f"{lim - 1:x}")] if lim > 16 else _BRANCH_PREFIXED_RE
         nop_lo = mask + 1 - base  # ... and so are these (the no-op, at -2 / -1)
         pieces: list[str] = []
         last = 0
@@ -240,7 +240,7 @@ class _X86Pass:
             for j in range(1, len(parts), 2):
                 tok = parts[j]
                 idx = nls[j >> 1] - 1 + first
-                off = ends[idx]
+                off = insn_offsets[idx] + sizes[idx]
                 if len(tok) > 5:
                     disp = int(tok[7:-1], 16)
                     off = off + disp if tok[5] == "+" else off - disp
@@ -284,9 +284,7 @@ class _X86Pass:
 
         if nstages > 1:
             refs.sort(key=_REF_OFFSET)
-        return NormalizedCode(
-            text[1:-1], refs, insn_offsets, sizes[0], self.hp_nop, ends[-1], machine
-        )
+        return NormalizedCode(text[1:-1], refs, insn_offsets, sizes[0], self.hp_nop, total, machine)
 
     def _imagebase_refs(
         self,
