@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -150,53 +149,76 @@ def _busy_s() -> float:
     return (sum(fields[:8]) - idle) / _CLK_TCK
 
 
+class _Launcher:
+    """The small process that starts every measured command (see bench/_launcher.py)."""
+
+    def __init__(self) -> None:
+        self.p = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_launcher.py")], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def start(self, req: dict) -> int:
+        assert self.p.stdin is not None and self.p.stdout is not None
+        self.p.stdin.write(json.dumps(req) + "\n")
+        self.p.stdin.flush()
+        first = json.loads(self.p.stdout.readline())
+        if "pid" not in first:
+            raise RuntimeError(f"launcher: {first.get('error', first)}")
+        return first["pid"]
+
+    def finish(self) -> dict:
+        assert self.p.stdout is not None
+        line = self.p.stdout.readline()
+        if not line:
+            raise RuntimeError("launcher exited")
+        return json.loads(line)
+
+
+_LAUNCHER: _Launcher | None = None
+
+
+def launcher() -> _Launcher:
+    global _LAUNCHER
+    if _LAUNCHER is None or _LAUNCHER.p.poll() is not None:
+        _LAUNCHER = _Launcher()
+    return _LAUNCHER
+
+
 def measure(cmd: list[str], *, cwd: Path | None = None, timeout: float = 3600,
             capture_stdout: bool = False, env: dict | None = None) -> Meas:
-    """Run ``cmd`` as its own process (group) and measure it."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    """Run ``cmd`` as its own process (group), started by the launcher, and measure it."""
+    with tempfile.TemporaryDirectory(prefix="pehp-bench-m-") as tmp:
+        out_path = os.path.join(tmp, "stdout") if capture_stdout else None
+        err_path = os.path.join(tmp, "stderr")
+        la = launcher()
         busy0 = _busy_s()
-        t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL,
-                             stdout=out if capture_stdout else subprocess.DEVNULL, stderr=err,
-                             start_new_session=True, env=env)
+        pid = la.start({"cmd": [str(c) for c in cmd], "cwd": str(cwd) if cwd else None, "env": env,
+                        "stdout": out_path, "stderr": err_path, "timeout": timeout})
         done = threading.Event()
         peak = [0]
-        timed_out = [False]
 
         def sample() -> None:
             while not done.wait(0.1):
                 try:
-                    peak[0] = max(peak[0], _tree_pss(p.pid))
+                    peak[0] = max(peak[0], _tree_pss(pid))
                 except Exception:  # noqa: BLE001 - sampling is best effort
                     pass
 
-        def kill() -> None:
-            timed_out[0] = True
-            try:
-                os.killpg(p.pid, signal.SIGKILL)  # the group of the process we started
-            except ProcessLookupError:
-                pass
-
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        timer = threading.Timer(timeout, kill)
-        timer.start()
         try:
-            _, status, ru = os.wait4(p.pid, 0)
+            res = la.finish()
         finally:
-            wall = time.perf_counter() - t0
             busy = _busy_s() - busy0
-            timer.cancel()
             done.set()
             sampler.join()
-        p.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout = out.read().decode(errors="replace") if capture_stdout else ""
-        stderr = err.read().decode(errors="replace")
-    other = max(0.0, busy - ru.ru_utime - ru.ru_stime) / wall if wall > 0 else 0.0
-    return Meas([str(c) for c in cmd], wall, p.returncode, ru.ru_maxrss * 1024, peak[0],
-                ru.ru_utime, ru.ru_stime, stdout, stderr[-2000:], timed_out[0], other)
+        if "error" in res:
+            raise RuntimeError(f"launcher: {res['error']}")
+        stdout = Path(out_path).read_text(errors="replace") if out_path else ""
+        stderr = Path(err_path).read_text(errors="replace")
+    wall = res["wall_s"]
+    other = max(0.0, busy - res["utime"] - res["stime"]) / wall if wall > 0 else 0.0
+    return Meas([str(c) for c in cmd], wall, res["rc"], res["maxrss_kb"] * 1024, peak[0],
+                res["utime"], res["stime"], stdout, stderr[-2000:], res["timed_out"], other)
 
 
 QUIET = {"enabled": True, "max_wait_s": 20.0, "threshold_cpus": 0.3}
@@ -289,12 +311,16 @@ def bench_pdb(pdb: Path, repeat: int, label: str) -> Result:
     r.peak_bytes = best.peak_bytes
     r.cpu_s, r.other_cpus = best.cpu_s, best.other_cpus
     r.details["process_wall_s"] = round(best.wall_s, 4)
-    r.details["net_peak_bytes"] = best.peak_bytes - base.maxrss_bytes
+    r.details["net_peak_bytes"] = best.peak_bytes - base.peak_bytes
     # the < 2 s target is stated for a 50 MB PDB: scale it to the size we have
     limit = PDB_TARGET_S * size / 50e6
     r.targets = [
         _target(f"load+touch <= 2 s per 50 MB ({limit:.2f} s here)", r.wall_s, round(limit, 3), "s"),
-        _target("peak RSS < 10x PDB size", best.peak_bytes / size, PDB_TARGET_MEM_X, "x"),
+        # net of the interpreter with the reader imported (17 MB), which is no part of the
+        # reader's cost; the gross figure is in the table and in details
+        _target("peak memory < 10x PDB size (net of the bare interpreter)",
+                (best.peak_bytes - base.peak_bytes) / size, PDB_TARGET_MEM_X, "x"),
+        _target("gross peak < 10x PDB size", best.peak_bytes / size, PDB_TARGET_MEM_X, "x"),
     ]
     return r
 
@@ -552,6 +578,9 @@ def main(argv: list[str] | None = None) -> int:
 
     results: list[Result] = []
     builds: dict[str, dict] = {}
+    floor = measure(["/bin/true"])
+    info["maxrss_floor_bytes"] = floor.maxrss_bytes
+    print(f"ru_maxrss floor (/bin/true started by the launcher): {_fmt_bytes(floor.maxrss_bytes)}", flush=True)
     startup_s: float | None = None
     if any(n != "pdb" for n in names):
         st = bench_startup(a.repeat)
