@@ -10,7 +10,7 @@ Speed matters (the differ normalises every function of both images), so nothing 
 at instructions one by one in Python: the text of the whole function is produced in
 bulk (see :mod:`._decode`), decoded at address 0 so that branch targets inside the
 function already print as offsets, and the few places that hold addresses are found
-with regular expressions over that text.  About 1 M instructions/s on x64 and x86 and
+with regular expressions over that text.  About 0.9-1 M instructions/s on x64 and x86 and
 0.5 M/s on ARM64 on one core of the development machine (capstone's own decoding being
 about a quarter of it).  ``normalize`` is thread-safe (one capstone handle per thread).
 """
