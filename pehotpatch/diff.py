@@ -311,7 +311,8 @@ def compare_function(pair_base: Function, pair_new: Function, method: str,
     return fd
 
 
-_X86_BRANCH_LINE = re.compile(r"^((?:j|loop)\w*|call) (0x[0-9a-f]+)$")
+# capstone prints branch targets below 10 in decimal ("jmp 8"), others in hex
+_X86_BRANCH_LINE = re.compile(r"^((?:j|loop)\w*|call) (0x[0-9a-f]+|\d+)$")
 
 
 def _without_padding(ix: SymbolIndex, f: Function) -> list[str] | None:
@@ -334,7 +335,7 @@ def _without_padding(ix: SymbolIndex, f: Function) -> list[str] | None:
     for _, ln in kept:
         m = _X86_BRANCH_LINE.match(ln)
         if m:
-            ln = f"{m.group(1)} #{bisect.bisect_left(starts, int(m.group(2), 16) + skip)}"
+            ln = f"{m.group(1)} #{bisect.bisect_left(starts, int(m.group(2), 0) + skip)}"
         out.append(ln)
     return out
 
