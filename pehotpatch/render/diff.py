@@ -16,6 +16,7 @@ from pehotpatch.diff import (
     DiffResult,
     FunctionDiff,
     listing,
+    mapped_listing,
 )
 from pehotpatch.image.loader import LoadedImage
 
@@ -33,7 +34,7 @@ def first_difference(res: DiffResult, fd: FunctionDiff) -> tuple[str, str] | Non
         return (f"+{r.offset_base:#x} {r.kind} {r.base_target}", f"+{r.offset_new:#x} {r.kind} {r.new_target}")
     if fd.status != CHANGED:
         return None
-    a = listing(res.base.index, fd.base)
+    a = mapped_listing(res.base.index, res.new.index, res.correlation, fd.base)
     b = listing(res.new.index, fd.new)
     for x, y in zip(a, b, strict=False):
         if x != y:
@@ -44,7 +45,8 @@ def first_difference(res: DiffResult, fd: FunctionDiff) -> tuple[str, str] | Non
 
 
 def unified(res: DiffResult, fd: FunctionDiff) -> list[str]:
-    a = listing(res.base.index, fd.base)
+    """Base listing (targets named by their intermediate counterparts) against the new one."""
+    a = mapped_listing(res.base.index, res.new.index, res.correlation, fd.base)
     b = listing(res.new.index, fd.new)
     return list(difflib.unified_diff(a, b, f"base/{fd.base.name}", f"intermediate/{fd.new.name}", lineterm="", n=3))
 
