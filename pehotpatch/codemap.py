@@ -106,3 +106,28 @@ def build_codemaps(indexes: Sequence[SymbolIndex], *, jobs: int | None = None) -
     finally:
         _WORK.clear()
     return out
+
+
+def discover_call_targets(ix: SymbolIndex, code: dict[int, FuncCode]) -> dict[int, FuncCode]:
+    """Add functions that are called but known to no symbol source (MSVC leaf functions
+    have no ``.pdata`` entry); return their code, already normalised."""
+    call = KIND_CODES["call"]
+    targets = sorted({t for fc in code.values() for _, k, t in fc.refs if k == call})
+    extra: list[Function] = []
+    starts = [f.rva for f in ix.functions]
+    import bisect
+
+    for t in targets:
+        if ix.function_at(t) is not None:
+            continue
+        s = ix.image.section_at(t)
+        if s is None or not s.executable:
+            continue
+        i = bisect.bisect_right(starts, t)
+        nxt = starts[i] if i < len(starts) else s.rva + s.size
+        end = min(nxt, s.rva + s.size)
+        if extra and extra[-1].rva < t < extra[-1].end:
+            extra[-1].size = t - extra[-1].rva
+        extra.append(Function(f"sub_{t:x}", t, max(1, end - t), {"call-target"}))
+    ix.add_functions(extra)
+    return {f.rva: _summarise(f.rva, normalize_function(ix.image, f)) for f in extra}

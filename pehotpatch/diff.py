@@ -15,7 +15,13 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from pehotpatch.codemap import KIND_NAMES, FuncCode, build_codemaps, normalize_function
+from pehotpatch.codemap import (
+    KIND_NAMES,
+    FuncCode,
+    build_codemaps,
+    discover_call_targets,
+    normalize_function,
+)
 from pehotpatch.correlate import Correlation, correlate
 from pehotpatch.image.loader import LoadedImage
 from pehotpatch.image.machine import Machine
@@ -349,6 +355,8 @@ def diff_images(base: LoadedImage, new: LoadedImage, *, jobs: int | None = None)
     """Correlate and compare two loaded builds."""
     t0 = time.perf_counter()
     bcode, ncode = build_codemaps([base.index, new.index], jobs=jobs)
+    bcode.update(discover_call_targets(base.index, bcode))
+    ncode.update(discover_call_targets(new.index, ncode))
     corr = correlate(base.index, new.index, bcode, ncode)
     rb = _Resolver(base.index, corr, "base")
     rn = _Resolver(new.index, None, "new")

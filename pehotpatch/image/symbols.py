@@ -147,6 +147,14 @@ class SymbolIndex:
             return g
         return None
 
+    def add_functions(self, extra: list[Function]) -> None:
+        """Insert functions found later (e.g. call targets) and refresh the lookups."""
+        if not extra:
+            return
+        self.functions = sorted([*self.functions, *extra], key=lambda f: f.rva)
+        for cached in ("_fstarts", "functions_by_name", "function_by_rva"):
+            self.__dict__.pop(cached, None)
+
     @cached_property
     def imports_by_slot(self) -> dict[int, str]:
         return {i.iat_rva: i.key for i in self.image.imports}
