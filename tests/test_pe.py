@@ -159,3 +159,24 @@ def test_truncated_file_is_refused(msvc_dlls):
     for cut in (0x100, 0x300, len(data) // 2):
         with pytest.raises(InputError, match="truncated"):
             parse_pe(data[:cut], "cut.dll")
+
+
+def test_sample_images_agree_with_pefile():
+    from conftest import SAMPLES
+
+    dlls = sorted(SAMPLES.glob("*/*/*.dll"))
+    assert len(dlls) >= 50
+    for path in dlls:
+        img = assert_agrees_with_pefile(path)
+        assert img.load_config is not None and img.load_config.covers_hotpatch_field
+
+
+def test_cfg_function_table_matches_lief(msvc_dlls):
+    import lief
+
+    for path in msvc_dlls[:4]:
+        img = load_pe(path)
+        lc = lief.PE.parse(str(path)).load_configuration
+        assert img.load_config.guard_flags == int(lc.guard_flags)
+        assert list(img.load_config.cfg_functions) == [f.rva for f in lc.guard_cf_functions]
+        assert img.load_config.cfg_functions
