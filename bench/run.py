@@ -392,8 +392,8 @@ def bench_pair(name: str, what: str, base: Path, new: Path, extra: list[str], re
         if ratio_target is not None:
             r.targets.append(_target(f"pehp/objdump <= {ratio_target}x", r.ratio, ratio_target, "x"))
         if mem_target is not None:
-            r.targets.append(_target(f"peak memory < {mem_target / 1024**3:.1f} GB",
-                                     pehp.peak_bytes / 1024**3, mem_target / 1024**3, "GB"))
+            r.targets.append(_target(f"peak memory < {mem_target / 1024**3:.1f} GiB",
+                                     pehp.peak_bytes / 1024**3, mem_target / 1024**3, "GiB"))
         return r
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -480,7 +480,7 @@ def machine_info() -> dict:
 def _fmt_bytes(b: int | None) -> str:
     if b is None:
         return "-"
-    return f"{b / MB:,.0f} MB" if b < 10 * 1024**3 else f"{b / 1024**3:.1f} GB"
+    return f"{b / MB:,.0f} MiB" if b < 10 * 1024**3 else f"{b / 1024**3:.1f} GiB"
 
 
 def print_table(results: list[Result]) -> None:
