@@ -399,13 +399,13 @@ def bench_pair(name: str, what: str, base: Path, new: Path, extra: list[str], re
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-STARTUP_CODE = "import lief, capstone, pehotpatch.cli, pehotpatch.diff, pehotpatch.image.loader, pehotpatch.render.diff"
+STARTUP_CODE = "import pehotpatch.cli, pehotpatch.diff, pehotpatch.image.loader, pehotpatch.render.diff"
 
 
 def bench_startup(repeat: int) -> Result:
     """What every `pehp diff` pays before reading anything: interpreter and imports."""
     best, runs = best_of(max(repeat, 3), lambda: measure([PYTHON, "-c", STARTUP_CODE]))
-    r = Result("startup", "python -c 'import lief, capstone, pehotpatch.diff, ...'", "ok",
+    r = Result("startup", "python -c 'import pehotpatch.cli, pehotpatch.diff, ...'", "ok",
                wall_s=best.wall_s, peak_bytes=best.peak_bytes, cpu_s=best.cpu_s, other_cpus=best.other_cpus)
     r.details = {"process": best.brief(), "runs_wall_s": [round(m.wall_s, 4) for m in runs]}
     if best.rc != 0:
