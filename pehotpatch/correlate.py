@@ -71,6 +71,7 @@ class _Pairer:
         self.rfmap: dict[int, int] = {}
         self.method: dict[int, str] = {}
         self.dmap: dict[int, int] = {}
+        self._settled: set[int] = set()  # pairs with no unpaired function targets left
 
     def pair(self, b: Function, n: Function, method: str) -> None:
         if b.rva in self.fmap or n.rva in self.rfmap:
@@ -154,20 +155,31 @@ class _Pairer:
         dvotes: dict[tuple[int, int], int] = defaultdict(int)
         bstarts, nstarts = self.base.function_by_rva, self.new.function_by_rva
         fmap, rfmap = self.fmap, self.rfmap
-        for brva, nrva in list(fmap.items()):
+        # Without ``data``, only pairs that still reference unpaired functions can vote;
+        # pairs whose targets are all paired are skipped in later rounds.
+        todo = list(fmap.items()) if data else [
+            (b, n) for b, n in fmap.items() if b not in self._settled
+        ]
+        for brva, nrva in todo:
             cb, cn = self.bcode.get(brva), self.ncode.get(nrva)
             if cb is None or cn is None or len(cb.refs) != len(cn.refs):
+                self._settled.add(brva)
                 continue
             if cb.digest != cn.digest and len(cb.refs) < 2:
+                self._settled.add(brva)
                 continue
+            pending = False
             for (_, kb, tb), (_, kn, tn) in zip(cb.refs, cn.refs, strict=True):
                 if kb != kn:
                     continue
                 if tb in bstarts:
                     if tn in nstarts and tb not in fmap and tn not in rfmap:
                         fvotes[tb, tn] += 1
+                        pending = True
                 elif data and tn not in nstarts:
                     dvotes[tb, tn] += 1
+            if not pending:
+                self._settled.add(brva)
         made = 0
         for tb, tn in _winners(fvotes):
             if tb not in fmap and tn not in rfmap:
