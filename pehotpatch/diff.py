@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import re
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -225,19 +226,19 @@ class _DataView:
         Two encodings: 32-bit offsets relative to the table (clang x64) and 32-bit
         RVAs (MSVC x64).  At least two consecutive entries must land inside ``f``."""
         img = self.ix.image
+        sec = img.section_at(t)
+        if sec is None:
+            return None
+        blob = img.try_read(t, min(4 * 4096, max(0, sec.rva + sec.size - t)) & ~3)
+        if not blob:
+            return None
         for relative in (True, False):
             out: list[int] = []
-            pos = t
-            while len(out) < 4096:
-                raw = img.try_read(pos, 4)
-                if raw is None:
-                    break
-                v = int.from_bytes(raw, "little", signed=relative)
+            for (v,) in struct.iter_unpack("<i" if relative else "<I", blob):
                 dest = t + v if relative else v
                 if not (f.rva <= dest < f.end):
                     break
                 out.append(dest - f.rva)
-                pos += 4
             if len(out) >= 2:
                 return out
         return None

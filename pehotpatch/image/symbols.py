@@ -278,20 +278,30 @@ def _fill_sizes(img: PEImage, funcs: list[Function]) -> None:
         f.size = max(1, min(nxt, limit) - f.rva)
 
 
+_CONST_PREFIXES = ("__real@", "__xmm@", "__ymm@", "__zmm@")
+
+
 def _fill_global_sizes(img: PEImage, glbs: list[Global]) -> None:
-    """Size-less globals (public symbols only, e.g. ARM64's merged globals) extend to the
-    next global or the end of their section's initialised/virtual extent."""
+    """Sizes for globals known only by a public symbol.
+
+    ``__ref_`` slots are one pointer; MSVC-style constants (``__real@400eb2db1e9f2778``,
+    ``__xmm@...``) spell their bytes in their name; writable data (e.g. ARM64's merged
+    globals, which lose their PDB records) extends to the next global.  Read-only data
+    without a size keeps none: the next symbol may be far away and unrelated."""
     for i, g in enumerate(glbs):
         if g.size is not None:
             continue
         if g.is_ref_slot:
             g.size = img.machine.pointer_size
             continue
+        if g.name.startswith(_CONST_PREFIXES):
+            digits = g.name.partition("@")[2]
+            if digits and all(c in "0123456789abcdefABCDEF" for c in digits):
+                g.size = len(digits) // 2
+            continue
         s = img.section_at(g.rva)
-        if s is None:
+        if s is None or not s.writable:
             continue
         limit = s.rva + s.size
         nxt = glbs[i + 1].rva if i + 1 < len(glbs) else limit
-        if g.name.startswith("??_C@"):  # string literal: up to its terminator
-            continue
         g.size = max(1, min(nxt, limit) - g.rva)
