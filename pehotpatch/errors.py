@@ -45,3 +45,23 @@ class UsageError(PehpError):
 
 class OutputError(PehpError):
     """An output could not be written; nothing was left behind."""
+
+
+def read_input_text(path: str | os.PathLike[str], what: str) -> str:
+    """Read a small UTF-8 text input (functions file, waivers), failing as one line."""
+    p = os.fspath(path)
+    try:
+        with open(p, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise InputError("no such file", p) from None
+    except IsADirectoryError:
+        raise InputError(f"is a directory, not a {what}", p) from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", p) from None
+    if b"\0" in raw:
+        raise InputError(f"not a text file ({what} expected)", p)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"not UTF-8 text ({what} expected)", p) from None

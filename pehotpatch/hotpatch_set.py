@@ -18,10 +18,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from pehotpatch.errors import InputError
+from pehotpatch.errors import read_input_text
 
 SOURCES = ("pdb", "objects", "functions-file", "code")
 
@@ -65,21 +64,7 @@ class HotpatchSet:
 
 def read_functions_file(path: str | os.PathLike[str]) -> list[str]:
     """Names from a clang functions file: one per line, blank lines skipped."""
-    p = Path(path)
-    try:
-        text = p.read_bytes()
-    except FileNotFoundError:
-        raise InputError("no such file", p) from None
-    except IsADirectoryError:
-        raise InputError("is a directory, not a functions file", p) from None
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", p) from None
-    if b"\0" in text:
-        raise InputError("not a text file (functions file expected)", p)
-    try:
-        lines = text.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise InputError("not UTF-8 text (functions file expected)", p) from None
+    lines = read_input_text(path, "functions file").splitlines()
     return [ln.strip() for ln in lines if ln.strip()]
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pehotpatch.errors import InputError
+from pehotpatch.errors import InputError, read_input_text
 
 KEYS = frozenset({"rule", "symbol", "justification", "expires"})
 UNWAIVABLE = frozenset({"HP001"})
@@ -68,18 +68,9 @@ class Waiver:
 def load_waivers(path: str | os.PathLike[str]) -> list[Waiver]:
     """Read a waivers file; raise :class:`InputError` when it is not one."""
     p = Path(path)
+    text = read_input_text(p, "TOML waivers file")
     try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise InputError("no such file", p) from None
-    except IsADirectoryError:
-        raise InputError("is a directory, not a waivers file", p) from None
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", p) from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InputError("not UTF-8 text (TOML waivers file expected)", p) from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"not a valid TOML waivers file: {exc}", p) from None
     return parse_waivers(data, str(p))
