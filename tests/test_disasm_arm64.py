@@ -41,50 +41,20 @@ class ReferenceResult:
     entry_is_branch_target: bool
 
 
-_LO12 = "#:lo12:"
-_PAD = frozenset(((b"udf", b"#0"), (b"nop", b"")))
-_BRANCHES = frozenset(("b", "bl", "cbz", "cbnz", "tbz", "tbnz"))
-_LITERAL_LOADS = frozenset(("ldr", "ldrsw", "prfm"))
-# Instructions whose first operand is read, not written.
-_NO_DEST = frozenset(
-    (
-        "cmp",
-        "cmn",
-        "tst",
-        "ccmp",
-        "ccmn",
-        "fcmp",
-        "fcmpe",
-        "fccmp",
-        "fccmpe",
-        "cbz",
-        "cbnz",
-        "tbz",
-        "tbnz",
-        "br",
-        "blr",
-        "braa",
-        "brab",
-        "blraa",
-        "blrab",
-        "ret",
-        "prfm",
-        "prfum",
-        "msr",
-        "sys",
-        "dc",
-        "ic",
-        "tlbi",
-        "hint",
-        "bti",
-    )
+# The instruction tables are shared with the implementation; what this reference
+# checks is the algorithm (line by line, against the implementation's text search).
+from pehotpatch.disasm.arm64 import (  # noqa: E402
+    _ADD_RE,
+    _BRANCHES,
+    _LITERAL_LOADS,
+    _LO12,
+    _MEM_RE,
+    _NO_DEST,
+    _PAD,
+    _PAIR_LOADS,
+    _REG_RE,
+    _TARGET_RE,
 )
-_PAIR_LOADS = ("ldp", "ldnp", "ldpsw", "ldxp", "ldaxp")
-_REG_RE = re.compile(r"[xw](\d+)\b")
-_NUM = r"(-?(?:0x[0-9a-f]+|\d+))"
-_ADD_RE = re.compile(r"((?:[xw]\d+|sp), )(x\d+), #" + r"(0x[0-9a-f]+|\d+)$")
-_MEM_RE = re.compile(r"\[x(\d+)(?:, #" + _NUM + r")?\](!?)(, #)?")
-_TARGET_RE = re.compile(r"#" + _NUM + r"$")
 
 
 def _num(s: str) -> int:
