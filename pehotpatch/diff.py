@@ -258,7 +258,14 @@ class _DataView:
         if ja is not None:
             jb = other.jump_table(t_other, f_other)
             return jb is not None and ja == jb
-        n = max(self.extent(t_self), other.extent(t_other))
+        # A sized global on either side sets the extent (a grown table is a change);
+        # guessed extents of unnamed data compare only what both sides agree on, so a
+        # guess cannot run into unrelated data that follows on one side.
+        gs, go = self.ix.global_at(t_self), other.ix.global_at(t_other)
+        if (gs is not None and gs.size) or (go is not None and go.size):
+            n = max(self.extent(t_self), other.extent(t_other))
+        else:
+            n = min(self.extent(t_self), other.extent(t_other))
         a = self.ix.image.try_read(t_self, n)
         b = other.ix.image.try_read(t_other, n)
         if a is None or b is None:
