@@ -15,6 +15,18 @@ SAMPLES = ROOT / "samples"
 sys.path.insert(0, str(ROOT / "tools"))
 
 IN_CI = os.environ.get("CI") == "true"
+PDB_DATA = ROOT / "tests" / "data" / "pdb"
+
+
+def pdb_fixture_build():
+    """tests/data/pdb/build.py (builds and dumps the committed PDB/object fixtures)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pehp_pdb_fixture_build", PDB_DATA / "build.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def have_toolchain() -> bool:

@@ -124,3 +124,29 @@ def test_info_text_names_the_essentials(msvc_dlls, capsys):
     assert code == 0
     for word in ("machine", "x64", "HotPatchTableOffset", "sections", ".text", "exports"):
         assert word in out
+
+
+@pytest.mark.parametrize("command", ["diff", "check"])
+def test_diff_and_check_bad_inputs_are_one_line(command, tmp_path, capsys):
+    import shutil
+
+    from conftest import SAMPLES
+
+    d = SAMPLES / "x64" / "fix_globals"
+    shutil.copy(d / "base.dll", tmp_path / "base.dll")
+    (tmp_path / "base.pdb").write_bytes((d / "base.pdb").read_bytes()[:5000])  # truncated PDB
+    cases = [
+        ([str(tmp_path / "base.dll"), str(d / "intermediate.dll")], str(tmp_path / "base.pdb")),
+        ([str(d / "base.dll"), str(d / "intermediate.dll"), "--objects", str(tmp_path / "none")],
+         str(tmp_path / "none")),
+        ([str(d / "base.dll"), str(d / "intermediate.dll"), "--functions-file", str(tmp_path / "f.txt")],
+         str(tmp_path / "f.txt")),
+        ([str(d / "base.dll"), str(d / "intermediate.dll"), "--json" if command == "diff" else "--format=json",
+          "-o", str(tmp_path / "no-dir" / "out.json")], str(tmp_path / "no-dir" / "out.json")),
+    ]
+    for args, named in cases:
+        code, out, err = run([command, *args], capsys)
+        assert code == 2, (args, err)
+        assert err.count("\n") == 1 and err.startswith(f"pehp: error: {named}: "), err
+        assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.dll", "base.pdb"]  # nothing written

@@ -7,13 +7,14 @@ objects against a live ``llvm-readobj-22 --codeview --symbols``.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import PDB_DATA as DATA  # noqa: E402
+from conftest import pdb_fixture_build  # noqa: E402
 
 from pehotpatch.errors import FormatError, InputError
 from pehotpatch.image.coff import (
@@ -24,18 +25,7 @@ from pehotpatch.image.coff import (
     parse_object,
 )
 
-DATA = Path(__file__).resolve().parent / "data" / "pdb"
-
-
-def _load_build_helpers():
-    spec = importlib.util.spec_from_file_location("pehp_pdb_fixture_build", DATA / "build.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-build = _load_build_helpers()
+build = pdb_fixture_build()
 HAVE_TOOLCHAIN = build.have_toolchain()
 
 

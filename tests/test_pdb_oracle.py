@@ -8,30 +8,19 @@ compared with a live dump.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import PDB_DATA as DATA  # noqa: E402
+from conftest import pdb_fixture_build  # noqa: E402
 
-from pehotpatch.errors import InputError
 from pehotpatch.image.codeview.types import LF_CLASS, LF_STRUCTURE, LF_UNION
-from pehotpatch.image.pdb import check_pdb_matches, load_pdb
+from pehotpatch.image.pdb import load_pdb
 
-DATA = Path(__file__).resolve().parent / "data" / "pdb"
-
-
-def _load_build_helpers():
-    spec = importlib.util.spec_from_file_location("pehp_pdb_fixture_build", DATA / "build.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-build = _load_build_helpers()
+build = pdb_fixture_build()
 HAVE_TOOLCHAIN = build.have_toolchain()
 
 
@@ -291,16 +280,14 @@ def test_lld_drops_hotpatchfunc_records(loaded):
     assert not any(p.hotpatch_marked for p in pdb.procedures)
 
 
-def test_check_pdb_matches(case):
+def test_pdb_matches(case):
+    """The GUID must match; the age may be the info-stream or the DBI age.  (The error
+    a mismatch gives is tested through the loader in test_info_symbols.py.)"""
     pdb = load_pdb(case.pdb)
-    check_pdb_matches(pdb, pdb.guid, pdb.age, case.pdb)
     assert pdb.matches(pdb.guid, pdb.age)
-    other = uuid.UUID(int=pdb.guid.int ^ 1)
-    with pytest.raises(InputError, match="--ignore-pdb-mismatch") as exc:
-        check_pdb_matches(pdb, other, pdb.age, case.pdb)
-    assert str(case.pdb) in str(exc.value)
-    with pytest.raises(InputError, match="does not match the image's CodeView record"):
-        check_pdb_matches(pdb, pdb.guid, pdb.age + 1)
+    assert pdb.matches(pdb.guid, pdb.dbi_age)
+    assert not pdb.matches(uuid.UUID(int=pdb.guid.int ^ 1), pdb.age)
+    assert not pdb.matches(pdb.guid, max(pdb.age, pdb.dbi_age) + 1)
 
 
 # --- facts about the C sample (all architectures) ----------------------------------------

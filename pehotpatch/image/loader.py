@@ -105,7 +105,7 @@ def pdb_mismatch(pe: PEImage, pdb: Any) -> str | None:
     cv = pe.codeview
     if cv is None:
         return "the image has no CodeView record to match the PDB against"
-    if cv.guid != pdb.guid or cv.age != pdb.age:
+    if not pdb.matches(cv.guid, cv.age):
         return (f"PDB GUID/age {pdb.guid}/{pdb.age} does not match the image's CodeView record "
                 f"{cv.guid}/{cv.age}")
     return None

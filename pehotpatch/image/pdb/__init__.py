@@ -16,7 +16,7 @@ import os
 import uuid
 from dataclasses import dataclass, field
 
-from pehotpatch.errors import FormatError, InputError
+from pehotpatch.errors import FormatError
 
 from ..codeview.symbols import GLOBAL_PROC_KINDS, ID_PROC_KINDS, CompileSym, DataSym, SymbolScan
 from ..codeview.types import TypeTable
@@ -44,7 +44,6 @@ __all__ = [
     "Procedure",
     "PublicSymbol",
     "Thunk",
-    "check_pdb_matches",
     "load_pdb",
 ]
 
@@ -150,26 +149,6 @@ class Pdb:
                 by.setdefault(p.name, []).append(p)
             self._by_name = by
         return self._by_name.get(name, [])
-
-
-def check_pdb_matches(
-    pdb: Pdb,
-    codeview_guid: uuid.UUID,
-    codeview_age: int,
-    pdb_path: str | os.PathLike[str] | None = None,
-) -> None:
-    """Raise :class:`InputError` unless ``pdb`` is the PDB the image's CodeView record names."""
-    if pdb.matches(codeview_guid, codeview_age):
-        return
-    raise InputError(
-        f"PDB GUID/age {_guid_str(pdb.guid)}/{pdb.age} does not match the image's CodeView record "
-        f"{_guid_str(codeview_guid)}/{codeview_age}; pass --ignore-pdb-mismatch to use it anyway",
-        pdb_path if pdb_path is not None else pdb.path,
-    )
-
-
-def _guid_str(g: uuid.UUID) -> str:
-    return "{" + str(g).upper() + "}"
 
 
 def _rva_of(sections: list[SectionHeader], segment: int, offset: int) -> int | None:
