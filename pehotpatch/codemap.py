@@ -32,6 +32,7 @@ class FuncCode:
     first_insn_size: int
     hotpatch_nop: bytes
     entry_is_branch_target: bool
+    has_nops: bool = False  # alignment no-ops inside the body (see diff's padding-only)
 
 
 def _summarise(rva: int, nc: NormalizedCode) -> FuncCode:
@@ -43,6 +44,7 @@ def _summarise(rva: int, nc: NormalizedCode) -> FuncCode:
         nc.first_insn_size,
         nc.hotpatch_nop,
         nc.entry_is_branch_target,
+        nc.shape.startswith("nop") or "\nnop" in nc.shape,
     )
 
 

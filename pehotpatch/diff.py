@@ -14,6 +14,7 @@ import bisect
 import re
 import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pehotpatch.codemap import (
@@ -36,6 +37,7 @@ PROLOGUE_ONLY = "prologue-only"
 PADDING_ONLY = "padding-only"  # differs only by alignment no-ops inside the body
 
 MAX_DATA_COMPARE = 256
+_TWO_I32 = struct.Struct("<ii")
 
 
 @dataclass
@@ -182,13 +184,12 @@ def read_cstring(img: PEImage, t: int, limit: int = 120) -> str | None:
     raw = img.try_read(t, min(limit + 1, max(0, sec.rva + sec.size - t)))
     if not raw:
         return None
-    nul = raw.find(b"\0")
-    if nul < 2:
-        return None
-    body = raw[:nul]
-    if all(32 <= c < 127 or c in (9, 10, 13) for c in body):
-        return body.decode("ascii")
-    return None
+    m = _CSTRING.match(raw)
+    return m.group(1).decode("ascii") if m else None
+
+
+# At least two printable ASCII characters (tab, CR and LF allowed) and the terminator.
+_CSTRING = re.compile(rb"([\t\n\r\x20-\x7e]{2,})\0")
 
 
 def _readonly(img: PEImage, t: int) -> bool:
@@ -208,8 +209,17 @@ class _DataView:
                     starts.add(t)
         self.starts = sorted(starts)
         self._same: dict[tuple[int, int, int, int], bool] = {}
+        self._same_data: dict[tuple[int, int], bool] = {}
+        self._extent: dict[int, int] = {}
+        self._head: dict[int, bytes | None] = {}
 
     def extent(self, t: int) -> int:
+        n = self._extent.get(t)
+        if n is None:
+            n = self._extent[t] = self._find_extent(t)
+        return n
+
+    def _find_extent(self, t: int) -> int:
         g = self.ix.global_at(t)
         if g is not None and g.size:
             return max(0, min(MAX_DATA_COMPARE, g.rva + g.size - t))
@@ -219,6 +229,20 @@ class _DataView:
         i = bisect.bisect_right(self.starts, t)
         nxt = self.starts[i] if i < len(self.starts) else t + 16
         return max(1, min(nxt - t, 64))
+
+    def _may_be_table(self, t: int, f: Function) -> bool:
+        """Whether the first two 32-bit words at ``t`` could be entries of a jump table
+        of ``f`` (a cheap test before :meth:`jump_table` reads the whole run)."""
+        head = self._head.get(t, b"")
+        if head == b"":
+            head = self._head[t] = self.ix.image.try_read(t, 8)
+        if head is None:
+            return False
+        a, b = _TWO_I32.unpack(head)
+        lo, hi = f.rva, f.end
+        if lo <= t + a < hi and lo <= t + b < hi:
+            return True
+        return lo <= (a & 0xFFFFFFFF) < hi and lo <= (b & 0xFFFFFFFF) < hi
 
     def jump_table(self, t: int, f: Function) -> list[int] | None:
         """Entries of a jump table at ``t`` serving ``f``, as offsets into ``f``.
@@ -254,10 +278,18 @@ class _DataView:
 
     def _compare(self, other: _DataView, t_self: int, t_other: int, key_self, key_other,
                  f_self: Function, f_other: Function) -> bool:
-        ja = self.jump_table(t_self, f_self)
-        if ja is not None:
-            jb = other.jump_table(t_other, f_other)
-            return jb is not None and ja == jb
+        if self._may_be_table(t_self, f_self):
+            ja = self.jump_table(t_self, f_self)
+            if ja is not None:
+                jb = other.jump_table(t_other, f_other) if other._may_be_table(t_other, f_other) else None
+                return jb is not None and ja == jb
+        memo = (t_self, t_other)
+        got = self._same_data.get(memo)
+        if got is None:
+            got = self._same_data[memo] = self._compare_data(other, t_self, t_other, key_self, key_other)
+        return got
+
+    def _compare_data(self, other: _DataView, t_self: int, t_other: int, key_self, key_other) -> bool:
         # A sized global on either side sets the extent (a grown table is a change);
         # guessed extents of unnamed data compare only what both sides agree on, so a
         # guess cannot run into unrelated data that follows on one side.
@@ -299,7 +331,8 @@ def compare_function(pair_base: Function, pair_new: Function, method: str,
         return fd
     padding_only = False
     if cb.digest != cn.digest or len(cb.refs) != len(cn.refs):
-        if len(cb.refs) != len(cn.refs) or not _equal_without_padding(rb.ix, pair_base, rn.ix, pair_new):
+        if (len(cb.refs) != len(cn.refs) or not (cb.has_nops or cn.has_nops)
+                or not _equal_without_padding(rb.ix, pair_base, rn.ix, pair_new)):
             fd.status, fd.reason = CHANGED, "code"
             return fd
         padding_only = True
@@ -499,12 +532,20 @@ def _compare_image(bix: SymbolIndex, nix: SymbolIndex, corr: Correlation) -> Ima
 
 def listing(ix: SymbolIndex, f: Function) -> list[str]:
     """The normalised listing of one function, for unified diffs."""
+    return list(iter_listing(ix, f))
+
+
+def iter_listing(ix: SymbolIndex, f: Function) -> Iterator[str]:
     nc = normalize_function(ix.image, f)
-    return nc.listing(lambda t: describe_target(ix, t))
+    return nc.iter_listing(lambda t: describe_target(ix, t))
 
 
 def mapped_listing(base: SymbolIndex, new: SymbolIndex, corr: Correlation, f: Function) -> list[str]:
     """A base function's listing with targets named as their new-side counterparts."""
+    return list(iter_mapped_listing(base, new, corr, f))
+
+
+def iter_mapped_listing(base: SymbolIndex, new: SymbolIndex, corr: Correlation, f: Function) -> Iterator[str]:
     nc = normalize_function(base.image, f)
 
     def name(t: int) -> str:
@@ -514,4 +555,4 @@ def mapped_listing(base: SymbolIndex, new: SymbolIndex, corr: Correlation, f: Fu
             return fn.name if t == fb.rva else f"{fn.name}+{t - fb.rva:#x}"
         return describe_target(base, t)
 
-    return nc.listing(name)
+    return nc.iter_listing(name)

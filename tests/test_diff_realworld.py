@@ -11,17 +11,22 @@ from pehotpatch.diff import CHANGED, diff_images
 from pehotpatch.image.loader import load_image
 
 
-@pytest.fixture(scope="module")
-def numpy_diff():
+def _diff_release_pair(pattern: str):
+    """The diff of one image of the two numpy releases (downloaded on first use)."""
     import corpus
 
     try:
-        paths = [corpus.numpy_image(v, "_multiarray_umath*.pyd") for v in corpus.NUMPY_VERSIONS]
+        paths = [corpus.numpy_image(v, pattern) for v in corpus.NUMPY_VERSIONS]
     except Exception as exc:
         if IN_CI:
             raise
         pytest.skip(f"cannot download numpy wheels: {exc}")
     return diff_images(load_image(paths[0]), load_image(paths[1]))
+
+
+@pytest.fixture(scope="module")
+def numpy_diff():
+    return _diff_release_pair("_multiarray_umath*.pyd")
 
 
 def test_pairing_covers_the_image(numpy_diff):
@@ -53,3 +58,34 @@ def test_spot_checks(numpy_diff):
     # 0x4a0) and r12/r13 swapped roles.
     fd = status[0xBD590]
     assert fd.status == CHANGED and fd.new.rva == 0xBD590
+
+
+# ---- openblas: 20 MB built with mingw-w64; 7.5 MB of hand-written kernels have neither
+# .pdata nor exports, so functions there are found from the call targets in the code.
+@pytest.fixture(scope="module")
+def openblas_diff():
+    return _diff_release_pair("libscipy_openblas64_*.dll")
+
+
+def test_openblas_code_without_unwind_data_is_split(openblas_diff):
+    res = openblas_diff
+    for ix in (res.base.index, res.new.index):
+        discovered = [f for f in ix.functions if "call-scan" in f.sources]
+        assert len(discovered) > 1000
+        # The export before the kernels no longer covers 7.5 MB of them.
+        assert max(f.size for f in ix.functions) < 1 << 20
+    # scipy_dcabs164_ (base 0x29a160) is a small function of its own again.
+    assert res.base.index.function_at(0x29A160).size < 0x1000
+
+
+def test_openblas_spot_check(openblas_diff):
+    res = openblas_diff
+    by_base = {p.base.rva: p for p in res.correlation.functions}
+    status = {f.base.rva: f for f in res.functions}
+    # 0x137d70 -> 0x138200, a kernel without symbol (llvm-objdump names it
+    # scipy_cblas_xerbla64_+0xd7d70): the stack frame grew, "movl $0x130f8, %eax" before
+    # the stack probe call became "movl $0x131b8, %eax", and the frame offsets with it.
+    p = by_base[0x137D70]
+    assert p.new.rva == 0x138200 and "call-scan" in p.base.sources
+    fd = status[0x137D70]
+    assert fd.status == CHANGED

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from pehotpatch.image.machine import Machine
@@ -173,15 +173,16 @@ class NormalizedCode:
     def listing(self, name_of: Callable[[int], str]) -> list[str]:
         """Per-instruction normalised text with each ``@`` rendered as
         ``name_of(target)``: lines to feed a unified diff."""
+        return list(self.iter_listing(name_of))
+
+    def iter_listing(self, name_of: Callable[[int], str]) -> Iterator[str]:
+        """:meth:`listing`, one line at a time (targets are named only for the lines
+        taken)."""
         if not self.shape:
-            return []
-        lines = [line.rstrip() for line in self.shape.split("\n")]
+            return
         refs = self.refs
-        if not refs:
-            return lines
-        out = []
         i = 0
-        for line in lines:
+        for line in self.shape.split("\n"):
             if PLACEHOLDER in line:
                 parts = line.split(PLACEHOLDER)
                 pieces = [parts[0]]
@@ -190,8 +191,7 @@ class NormalizedCode:
                     pieces.append(p)
                     i += 1
                 line = "".join(pieces)
-            out.append(line)
-        return out
+            yield line.rstrip()
 
 
 # ---- relocations -------------------------------------------------------------------------

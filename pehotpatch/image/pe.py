@@ -232,9 +232,13 @@ class PEImage:
     def _section_starts(self) -> list[int]:
         return [s.rva for s in self._by_rva]
 
+    @cached_property
+    def _section_ends(self) -> list[int]:
+        return [s.rva + s.size for s in self._by_rva]
+
     def section_at(self, rva: int) -> Section | None:
         i = bisect.bisect_right(self._section_starts, rva) - 1
-        if i >= 0 and self._by_rva[i].contains(rva):
+        if i >= 0 and rva < self._section_ends[i]:
             return self._by_rva[i]
         return None
 

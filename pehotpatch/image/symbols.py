@@ -9,6 +9,7 @@ PDB the index still works from the last three, and says so in ``notes``.
 from __future__ import annotations
 
 import bisect
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -259,7 +260,9 @@ def build_index(img: PEImage, pdb: Pdb | None = None) -> SymbolIndex:
                 f.size = rf.end - rf.begin
 
     flist = sorted(funcs.values(), key=lambda f: f.rva)
-    _fill_sizes(img, flist)
+    guessed = _fill_sizes(img, flist)
+    if guessed and img.machine is not Machine.ARM64:
+        flist = _split_at_call_targets(img, flist, guessed)
     glist = sorted(glbs.values(), key=lambda g: g.rva)
     _fill_global_sizes(img, glist)
     if pdb is None and not img.functions and not img.coff_symbols:
@@ -267,8 +270,10 @@ def build_index(img: PEImage, pdb: Pdb | None = None) -> SymbolIndex:
     return SymbolIndex(img, flist, glist, pdb is not None, pdb, notes)
 
 
-def _fill_sizes(img: PEImage, funcs: list[Function]) -> None:
-    """Give size-less functions (exports, publics) the distance to the next start."""
+def _fill_sizes(img: PEImage, funcs: list[Function]) -> list[Function]:
+    """Give size-less functions (exports, publics) the distance to the next start;
+    returns those functions (their sizes are guesses)."""
+    guessed = []
     for i, f in enumerate(funcs):
         if f.size:
             continue
@@ -276,6 +281,82 @@ def _fill_sizes(img: PEImage, funcs: list[Function]) -> None:
         limit = s.rva + s.size if s else f.rva + 1
         nxt = funcs[i + 1].rva if i + 1 < len(funcs) else limit
         f.size = max(1, min(nxt, limit) - f.rva)
+        guessed.append(f)
+    return guessed
+
+
+# A direct call: E8 and a 32-bit displacement from the end of the instruction.
+_CALL_REL32 = re.compile(rb"\xe8(....)", re.DOTALL)
+_FUNCTION_ALIGN = 16
+_MIN_GUESSED_SPLIT = 64
+
+
+def call_scan_targets(img: PEImage) -> set[int]:
+    """Targets of every ``E8 rel32`` byte pattern in the executable sections that land
+    on a 16-byte boundary inside one: function entries, found without decoding.
+
+    Compilers for x86 and x64 start functions on 16-byte boundaries; a byte pattern
+    that is not really a call rarely points at one, since the displacement is then
+    arbitrary."""
+    execs = [(s.rva, s.rva + s.size) for s in img.sections if s.executable and s.size]
+    out: set[int] = set()
+    unpack = int.from_bytes
+    for lo, hi in execs:
+        code = img.read(lo, hi - lo)
+        for m in _CALL_REL32.finditer(code):
+            t = (lo + m.end() + unpack(m.group(1), "little", signed=True))
+            if t % _FUNCTION_ALIGN == 0 and any(a <= t < b for a, b in execs):
+                out.add(t)
+    return out
+
+
+def pointer_targets(img: PEImage) -> set[int]:
+    """Code addresses stored in relocated pointers outside the code: function pointers
+    (dispatch tables, callbacks), functions that no direct call reaches.
+
+    x64 only: x86 compilers keep jump tables as absolute (relocated) addresses of case
+    labels, while x64 ones store offsets or RVAs, which carry no relocation."""
+    if img.machine is not Machine.X64:
+        return set()
+    width = img.machine.pointer_size
+    execs = [(s.rva, s.rva + s.size) for s in img.sections if s.executable and s.size]
+    out: set[int] = set()
+    for s in img.sections:
+        if s.executable or not s.size:
+            continue
+        rel = img.relocations.within(s.rva, s.rva + s.size - width + 1)
+        if not rel:
+            continue
+        blob = img.read(s.rva, s.size)
+        for r in rel:
+            o = r - s.rva
+            t = int.from_bytes(blob[o : o + width], "little") - img.image_base
+            if any(a <= t < b for a, b in execs):
+                out.add(t)
+    return out
+
+
+def _split_at_call_targets(img: PEImage, funcs: list[Function], guessed: list[Function]) -> list[Function]:
+    """Functions whose extent is a guess (an export without ``.pdata``) may cover many
+    functions (hand-written assembly has no unwind data): start a new function at every
+    call target (:func:`call_scan_targets`) and every code pointer in the data
+    (:func:`pointer_targets`) inside them."""
+    big = [f for f in guessed if f.size >= _MIN_GUESSED_SPLIT]
+    if not big:
+        return funcs
+    targets = sorted(call_scan_targets(img) | pointer_targets(img))
+    extra: list[Function] = []
+    for f in big:
+        lo = bisect.bisect_right(targets, f.rva)
+        hi = bisect.bisect_left(targets, f.end)
+        if lo >= hi:
+            continue
+        cuts = targets[lo:hi]
+        end = f.end
+        f.size = cuts[0] - f.rva
+        for a, b in zip(cuts, [*cuts[1:], end], strict=True):
+            extra.append(Function(f"sub_{a:x}", a, b - a, {"call-scan"}))
+    return sorted([*funcs, *extra], key=lambda f: f.rva) if extra else funcs
 
 
 _CONST_PREFIXES = ("__real@", "__xmm@", "__ymm@", "__zmm@")

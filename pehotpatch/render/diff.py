@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from itertools import zip_longest
 from typing import Any
 
 from rich.console import Console
@@ -15,6 +16,8 @@ from pehotpatch.diff import (
     THROUGH_DATA,
     DiffResult,
     FunctionDiff,
+    iter_listing,
+    iter_mapped_listing,
     listing,
     mapped_listing,
 )
@@ -34,13 +37,11 @@ def first_difference(res: DiffResult, fd: FunctionDiff) -> tuple[str, str] | Non
         return (f"+{r.offset_base:#x} {r.kind} {r.base_target}", f"+{r.offset_new:#x} {r.kind} {r.new_target}")
     if fd.status != CHANGED:
         return None
-    a = mapped_listing(res.base.index, res.new.index, res.correlation, fd.base)
-    b = listing(res.new.index, fd.new)
-    for x, y in zip(a, b, strict=False):
+    a = iter_mapped_listing(res.base.index, res.new.index, res.correlation, fd.base)
+    b = iter_listing(res.new.index, fd.new)
+    for x, y in zip_longest(a, b):
         if x != y:
-            return (x, y)
-    if len(a) != len(b):
-        return (a[len(b)] if len(a) > len(b) else "(end)", b[len(a)] if len(b) > len(a) else "(end)")
+            return (x if x is not None else "(end)", y if y is not None else "(end)")
     return None
 
 
