@@ -47,12 +47,45 @@ class OutputError(PehpError):
     """An output could not be written; nothing was left behind."""
 
 
+MAX_TEXT_INPUT = 64 * 1024**2
+
+
+def read_capped(path: str | os.PathLike[str], limit: int, what: str) -> bytes:
+    """The whole file at ``path``, opened read-only, refused when it holds more than
+    ``limit`` bytes (checked with fstat before reading, and while reading for pipes).
+
+    ``OSError`` propagates so each reader keeps its own wording for missing files."""
+    p = os.fspath(path)
+    with open(p, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if st.st_size > limit:
+            raise InputError(f"{what} of {st.st_size} bytes is larger than the limit "
+                             f"({_size_text(limit)})", p)
+        chunks = []
+        total = 0
+        while True:
+            chunk = fh.read(min(1 << 24, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise InputError(f"{what} is larger than the limit ({_size_text(limit)})", p)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _size_text(n: int) -> str:
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} bytes"
+
+
 def read_input_text(path: str | os.PathLike[str], what: str) -> str:
     """Read a small UTF-8 text input (functions file, waivers), failing as one line."""
     p = os.fspath(path)
     try:
-        with open(p, "rb") as fh:
-            raw = fh.read()
+        raw = read_capped(p, MAX_TEXT_INPUT, what)
     except FileNotFoundError:
         raise InputError("no such file", p) from None
     except IsADirectoryError:

@@ -446,3 +446,23 @@ def test_nested_function_types_keep_names_bounded():
     name = t.type_name(fn)
     assert len(name) < 2 * T.MAX_NAME
     assert name.endswith("...)")
+
+
+def test_composed_names_stop_at_the_table_budget(monkeypatch):
+    """Many records naming one deeply nested function type: each name is long, and the
+    table stops composing names once their total passes its budget."""
+    monkeypatch.setattr(T, "NAME_BUDGET", 200_000)
+    s = Stream()
+    fn = proc(s, INT, arglist(s))
+    for _ in range(4):
+        fp = pointer(s, fn)
+        fn = proc(s, INT, arglist(s, *([fp] * 2000)), nargs=2000)
+    deep = pointer(s, fn)
+    mods = [s.add(T.LF_MODIFIER, struct.pack("<IH", deep, 1)) for _ in range(100)]
+    t = s.table()
+    names = [t.type_name(m) for m in mods]
+    composed = [n for n in names if not n.startswith("<type ")]
+    assert composed and composed[0].startswith("int (*const)(int (*)(")
+    assert len(composed) < len(names)  # the rest became placeholders
+    assert names[-1] == f"<type {mods[-1]:#x}>"
+    assert sum(map(len, names)) < 200_000 + 8 * len(t.types.buf) + 2 * (2 * T.MAX_NAME + 64)

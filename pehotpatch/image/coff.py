@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pehotpatch.errors import FormatError, InputError
+from pehotpatch.errors import FormatError, InputError, read_capped
 
 from .codeview._binary import cstring
 from .codeview.subsections import (
@@ -64,6 +64,7 @@ IMAGE_SYM_DTYPE_FUNCTION = 0x20
 IMAGE_COMDAT_SELECT_ASSOCIATIVE = 5
 
 BIGOBJ_CLASS_ID = bytes.fromhex("c7a1bad1eebaa94baf20faf66aa4dcb8")
+MAX_OBJECT_SIZE = 2 * 1024**3
 MAX_SECTIONS = 1 << 20
 MAX_SYMBOLS = 1 << 26
 
@@ -253,8 +254,7 @@ def load_object(path: str | os.PathLike[str]) -> CoffObject:
     """Read a COFF object file.  Raises InputError / FormatError on bad input."""
     spath = os.fspath(path)
     try:
-        with open(spath, "rb") as f:
-            data = f.read()
+        data = read_capped(spath, MAX_OBJECT_SIZE, "object file")
     except OSError as e:
         raise InputError(f"cannot read object file: {e.strerror or e}", spath) from None
     was_enabled = gc.isenabled()
@@ -405,6 +405,9 @@ def _parse_sections(
 ) -> list[CoffSection]:
     n = len(data)
     out: list[CoffSection] = []
+    # Raw data and relocations of different sections do not share bytes; totals past the
+    # file's size mean overlapping ranges, which would be copied once per section.
+    raw_total = reloc_total = 0
     for i in range(count):
         (raw_name, vsize, _va, raw_size, raw_ptr, reloc_ptr, _ln_ptr, nrelocs, _nln, chars) = (
             _SECTION_HEADER.unpack_from(data, table + i * _SECTION_HEADER.size)
@@ -416,6 +419,13 @@ def _parse_sections(
             if raw_ptr + raw_size > n:
                 raise FormatError(
                     f"section {i + 1} ({name}): {raw_size} bytes at {raw_ptr:#x} run past the end of the file",
+                    path,
+                )
+            raw_total += raw_size
+            if raw_total > n:
+                raise FormatError(
+                    f"section {i + 1} ({name}): section raw data overlaps (totals {raw_total} bytes "
+                    f"in a file of {n})",
                     path,
                 )
             body = data[raw_ptr : raw_ptr + raw_size]
@@ -437,6 +447,13 @@ def _parse_sections(
             if start + nrelocs * _RELOC.size > n:
                 raise FormatError(
                     f"section {i + 1} ({name}): {nrelocs} relocations at {start:#x} run past the end",
+                    path,
+                )
+            reloc_total += nrelocs * _RELOC.size
+            if reloc_total > n:
+                raise FormatError(
+                    f"section {i + 1} ({name}): relocation tables overlap (totals {reloc_total} "
+                    f"bytes in a file of {n})",
                     path,
                 )
             relocs = [

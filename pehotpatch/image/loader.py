@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pehotpatch.errors import InputError
+from pehotpatch.errors import FormatError, InputError
 from pehotpatch.hotpatch_set import HotpatchSet, build_hotpatch_set, canonicalize
 from pehotpatch.image.pe import PEImage, load_pe
 from pehotpatch.image.symbols import SymbolIndex, build_index
@@ -87,6 +87,7 @@ def load_image(
 
         objs = load_objects(objects)
     index = build_index(pe, pdb_obj)
+    check_code_extent(index)
     hset = build_hotpatch_set(pdb=pdb_obj, objects=objs, functions_file=functions_file)
     canonicalize(hset, lambda n: f.name if (f := index.functions_by_name.get(n)) else None)
     return LoadedImage(
@@ -109,3 +110,28 @@ def pdb_mismatch(pe: PEImage, pdb: Any) -> str | None:
         return (f"PDB GUID/age {pdb.guid}/{pdb.age} does not match the image's CodeView record "
                 f"{cv.guid}/{cv.age}")
     return None
+
+
+# Functions may overlap a little (a procedure and a chained .pdata fragment inside it),
+# but every function's bytes are decoded on their own: code claimed more than this many
+# times over means crafted or corrupt size fields, and would cost unbounded time.
+MAX_CODE_COVERAGE = 4
+
+
+def check_code_extent(index: SymbolIndex) -> None:
+    """Refuse an index whose functions, together, claim far more code than the sections hold."""
+    img = index.image
+    per: dict[int, int] = {}
+    for f in index.functions:
+        s = img.section_at(f.rva)
+        if s is not None:
+            per[s.rva] = per.get(s.rva, 0) + max(0, min(f.size, s.rva + s.size - f.rva))
+    for srva, total in per.items():
+        s = img.section_at(srva)
+        if s is not None and total > MAX_CODE_COVERAGE * s.size + 4096:
+            pdb = index.pdb
+            raise FormatError(
+                f"functions claim {total:#x} bytes of code in section {s.name!r} of {s.size:#x} "
+                "bytes (overlapping or oversized procedure records)",
+                pdb.path if pdb is not None else img.path,
+            )

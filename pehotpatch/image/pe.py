@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from pehotpatch.errors import FormatError, InputError
+from pehotpatch.errors import FormatError, InputError, read_capped
 from pehotpatch.image.checksum import pe_checksum
 from pehotpatch.image.machine import Machine
 
@@ -343,16 +343,13 @@ def load_pe(path: str | os.PathLike[str]) -> PEImage:
     if p.is_dir():
         raise InputError("is a directory, not a PE image", p)
     try:
-        with open(p, "rb") as fh:
-            data = fh.read(MAX_FILE_SIZE + 1)
+        data = read_capped(p, MAX_FILE_SIZE, "PE image")
     except FileNotFoundError:
         raise InputError("no such file", p) from None
     except PermissionError:
         raise InputError("permission denied", p) from None
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror or exc}", p) from None
-    if len(data) > MAX_FILE_SIZE:
-        raise InputError("file is larger than 2 GB", p)
     return parse_pe(data, str(p))
 
 
@@ -489,8 +486,9 @@ class _Parser:
         rva, size = img.directory(index)
         if not rva or not size:
             return None
-        if size > len(self.data) + img.size_of_image:
-            raise self.fail(f"{what} directory size {size:#x} is larger than the image")
+        if size > len(self.data):
+            # Directories live in file-backed data; a bigger one would only be zero fill.
+            raise self.fail(f"{what} directory size {size:#x} is larger than the file")
         try:
             return rva, img.read(rva, size)
         except FormatError:
@@ -564,6 +562,9 @@ class _Parser:
                 if f.end > merged[-1].end:
                     merged[-1] = f
                 continue
+            if merged and merged[-1].end > f.begin:
+                raise self.fail(f".pdata entries {merged[-1].begin:#x}..{merged[-1].end:#x} and "
+                                f"{f.begin:#x}..{f.end:#x} overlap")
             merged.append(f)
         return merged
 
@@ -752,6 +753,12 @@ def _import_entry(img: PEImage, parser: _Parser, dll: str, thunk: int, slot: int
     return Import(dll, name, None, slot, delayed)
 
 
+def _check_import_total(img: PEImage, parser: _Parser) -> None:
+    # Descriptors may share one thunk table; the total is what costs time and memory.
+    if len(img.imports) > MAX_THUNKS:
+        raise parser.fail(f"import directories list more than {MAX_THUNKS} imports in all")
+
+
 def _imports(img: PEImage, parser: _Parser) -> None:
     rva, size = img.directory(DIR_IMPORT)
     if not rva or not size:
@@ -767,6 +774,7 @@ def _imports(img: PEImage, parser: _Parser) -> None:
         dll = _cstr(img, parser, name_rva, "import DLL name")
         for k, thunk in enumerate(_thunks(img, parser, ilt or iat, f"import table of {dll}")):
             img.imports.append(_import_entry(img, parser, dll, thunk, iat + k * ptr, False))
+        _check_import_total(img, parser)
     raise parser.fail("import directory is not terminated")
 
 
@@ -789,6 +797,7 @@ def _delay_imports(img: PEImage, parser: _Parser) -> None:
             if not attrs & 1 and not thunk >> (8 * ptr - 1):
                 thunk -= img.image_base
             img.imports.append(_import_entry(img, parser, dll, thunk, iat + k * ptr, True))
+        _check_import_total(img, parser)
     raise parser.fail("delay-import directory is not terminated")
 
 

@@ -25,6 +25,10 @@ from ._binary import cstring, cstring_tail, int_numeric
 MAX_DEPTH = 96
 MAX_NAME = 1 << 14  # characters of a parameter list in a composed type name
 MAX_FIELDS = 1 << 16  # members across one struct's field-list chain
+# Characters of composed names (type names, signatures) one table keeps: beyond it names
+# are no longer composed (``<type 0x1234>``).  Nested function types can make every name
+# of a crafted stream MAX_NAME long; this keeps their total, and the time, bounded.
+NAME_BUDGET = 1 << 26
 FIRST_TYPE_INDEX = 0x1000
 
 # --- leaf kinds -----------------------------------------------------------------------
@@ -823,6 +827,7 @@ class TypeTable:
         self._sig_templates: dict[int, str] = {}
         self._proc_sigs: dict[int, tuple[int, str | None]] = {}
         self._id_names: dict[int, str | None] = {}
+        self._name_budget = NAME_BUDGET + 8 * (len(types.buf) if types is not None else 0)
 
     # -- raw access --
     def __len__(self) -> int:
@@ -959,13 +964,16 @@ class TypeTable:
         """A C-like name: ``struct ring *``, ``const char *``, ``int[16]``, ``void (*)(int)``."""
         name = self._names.get(ti)
         if name is None:
-            name = self._decl(ti, "", 0)
+            name = self._decl(ti, "", 0) if self._name_budget > 0 else f"<type {ti:#x}>"
+            self._name_budget -= len(name)
             self._names[ti] = name
         return name
 
     def _decl(self, ti: int, inner: str, depth: int) -> str:
         if depth > MAX_DEPTH:
             raise self._err(f"type {ti:#x}: type chain deeper than {MAX_DEPTH} (cycle?)")
+        if len(inner) > 2 * MAX_NAME:  # return types nesting function types
+            inner = inner[: 2 * MAX_NAME] + "..."
         if ti < FIRST_TYPE_INDEX:
             kind = ti & 0xFF
             mode = (ti >> 8) & 0xF
@@ -1122,7 +1130,11 @@ class TypeTable:
                 if isinstance(pointee, ModifierRecord) and pointee.is_const:
                     suffix = " const"
         # The declarator is built once per function type around a placeholder name.
-        tmpl = self._decl(rec.return_type, f"{cc}\0({args}){suffix}", 1)
+        if self._name_budget > 0:
+            tmpl = self._decl(rec.return_type, f"{cc}\0({args}){suffix}", 1)
+        else:
+            tmpl = f"<type {func_type:#x}> \0(...)"
+        self._name_budget -= len(tmpl)
         self._sig_templates[func_type] = tmpl
         return tmpl.replace("\0", name)
 

@@ -11,13 +11,14 @@ import struct
 from array import array
 from dataclasses import dataclass
 
-from pehotpatch.errors import FormatError, InputError
+from pehotpatch.errors import FormatError, InputError, read_capped
 
 MSF7_MAGIC = b"Microsoft C/C++ MSF 7.00\r\n\x1aDS\x00\x00\x00"
 PDB2_MAGIC = b"Microsoft C/C++ program database 2.00"
 MSFZ_MAGIC = b"Microsoft MSFZ Container"
 NIL_STREAM_SIZE = 0xFFFFFFFF
 VALID_BLOCK_SIZES = (512, 1024, 2048, 4096, 8192, 16384, 32768)
+MAX_PDB_SIZE = 4 * 1024**3  # what MSF 7.0 addresses with 4 KiB blocks; the file is read whole
 
 _SUPER = struct.Struct("<6I")
 
@@ -47,8 +48,7 @@ class Msf:
     @classmethod
     def open(cls, path: str) -> Msf:
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = read_capped(path, MAX_PDB_SIZE, "PDB")
         except OSError as e:
             raise InputError(f"cannot read PDB: {e.strerror or e}", path) from None
         return cls(data, path)
@@ -112,9 +112,13 @@ class Msf:
             total += cnt
         if pos + 4 * total > ndir:
             raise self._err("MSF directory: stream block lists run past the end of the directory")
+        limit = min(sb.num_blocks, len(self._data) // bs)
+        if total > limit:
+            # Each block belongs to one stream: more would repeat blocks, and reading the
+            # streams could then take many times the file's size in memory.
+            raise self._err(f"MSF directory: streams claim {total} blocks, the file has {limit}")
         all_blocks = array("I")
         all_blocks.frombytes(directory[pos : pos + 4 * total])
-        limit = min(sb.num_blocks, len(self._data) // bs)
         if total and max(all_blocks) >= limit:
             bad = next(b for b in all_blocks if b >= limit)
             raise self._err(f"MSF directory: a stream uses block {bad}, outside the file")
