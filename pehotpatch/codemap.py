@@ -7,6 +7,7 @@ need.  Listings for display are recomputed for the few functions that changed.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import multiprocessing
 import os
@@ -15,8 +16,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from pehotpatch.disasm import NormalizedCode, normalize
+from pehotpatch.image.machine import Machine
 from pehotpatch.image.pe import PEImage
 from pehotpatch.image.symbols import Function, SymbolIndex
+from pehotpatch.templates import Template, derive, make_template
 
 KIND_CODES = {"call": 0, "jump": 1, "data": 2, "indirect_call": 3, "indirect_jump": 4}
 KIND_NAMES = {v: k for k, v in KIND_CODES.items()}
@@ -67,6 +70,51 @@ def normalize_function(img: PEImage, f: Function) -> NormalizedCode:
     )
 
 
+def _code_with_template(img: PEImage, f: Function) -> tuple[FuncCode, Template | None]:
+    code = function_bytes(img, f)
+    relocs = img.relocations.within(f.rva, f.rva + len(code))
+    nc = normalize(img.machine, code, f.rva, image_base=img.image_base, relocs=relocs)
+    return _summarise(f.rva, nc), make_template(img.machine, code, f.rva, img.image_base, relocs, nc)
+
+
+class _Templates:
+    """The normalised functions of one image, to reuse for moved copies in the other
+    (see :mod:`pehotpatch.templates`)."""
+
+    NEAREST = 3  # candidates of the same size tried on each side of the address
+
+    def __init__(self, done: Iterable[tuple[FuncCode, Template | None]]):
+        by_size: dict[int, list[tuple[int, FuncCode, Template]]] = {}
+        for fc, t in done:
+            if t is not None:
+                by_size.setdefault(t.size, []).append((fc.rva, fc, t))
+        for lst in by_size.values():
+            lst.sort(key=_first)
+        self.by_size = by_size
+        self.starts = {n: [e[0] for e in lst] for n, lst in by_size.items()}
+
+    def code(self, img: PEImage, f: Function) -> FuncCode | None:
+        """``f``'s code when a function of the same size normalises the same way."""
+        code = function_bytes(img, f)
+        cands = self.by_size.get(len(code))
+        if not cands:
+            return None
+        i = bisect.bisect_left(self.starts[len(code)], f.rva)
+        near = cands[max(0, i - self.NEAREST) : i + self.NEAREST]
+        near.sort(key=lambda e: abs(e[0] - f.rva))
+        relocs = img.relocations.within(f.rva, f.rva + len(code))
+        for _rva, fc, t in near:
+            refs = derive(t, code, f.rva, img.image_base, relocs, img.machine, fc.refs)
+            if refs is not None:
+                return FuncCode(f.rva, fc.digest, refs, fc.n_insns, fc.first_insn_size,
+                                fc.hotpatch_nop, fc.entry_is_branch_target, fc.has_nops)
+        return None
+
+
+def _first(e: tuple) -> int:
+    return e[0]
+
+
 # ---- the worker side (fork: images are inherited, only RVAs travel) ---------------------
 _WORK: dict[int, tuple[PEImage, dict[int, Function]]] = {}
 
@@ -77,31 +125,69 @@ def _work(job: tuple[int, Sequence[int]]) -> list[FuncCode]:
     return [_summarise(rva, normalize_function(img, by_rva[rva])) for rva in rvas]
 
 
+def _work_templates(job: tuple[int, Sequence[int]]) -> list[tuple[FuncCode, Template | None]]:
+    key, rvas = job
+    img, by_rva = _WORK[key]
+    return [_code_with_template(img, by_rva[rva]) for rva in rvas]
+
+
 def _chunks(items: Sequence[int], n: int) -> Iterable[Sequence[int]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
 
 
+def _jobs(key: int, rvas: Sequence[int], jobs: int) -> list[tuple[int, Sequence[int]]]:
+    return [(key, c) for c in _chunks(rvas, max(200, len(rvas) // (jobs * 8) + 1))]
+
+
 def build_codemaps(indexes: Sequence[SymbolIndex], *, jobs: int | None = None) -> list[dict[int, FuncCode]]:
-    """Normalise every function of every index; returns one ``{rva: FuncCode}`` per index."""
+    """Normalise every function of every index; returns one ``{rva: FuncCode}`` per index.
+
+    With two indexes of the same x86/x64 machine (a base and its rebuild), the second
+    is normalised first and each function of the first that is a moved copy of one of
+    it reuses that normalisation (:mod:`pehotpatch.templates`); only the rest is
+    decoded."""
     jobs = jobs or min(2, os.cpu_count() or 1)
     total = sum(len(ix.functions) for ix in indexes)
     out: list[dict[int, FuncCode]] = [{} for _ in indexes]
-    if jobs <= 1 or total < 2000 or "fork" not in multiprocessing.get_all_start_methods():
+    reuse = (len(indexes) == 2 and indexes[0].image.machine is indexes[1].image.machine
+             and indexes[0].image.machine is not Machine.ARM64)
+    parallel = jobs > 1 and total >= 2000 and "fork" in multiprocessing.get_all_start_methods()
+    if not parallel:
+        if reuse:
+            done = [_code_with_template(indexes[1].image, f) for f in indexes[1].functions]
+            out[1] = {fc.rva: fc for fc, _ in done}
+            lib = _Templates(done)
+            for f in indexes[0].functions:
+                out[0][f.rva] = lib.code(indexes[0].image, f) or _summarise(
+                    f.rva, normalize_function(indexes[0].image, f))
+            return out
         for k, ix in enumerate(indexes):
             for f in ix.functions:
                 out[k][f.rva] = _summarise(f.rva, normalize_function(ix.image, f))
         return out
     _WORK.clear()
-    work: list[tuple[int, Sequence[int]]] = []
     for k, ix in enumerate(indexes):
         _WORK[k] = (ix.image, {f.rva: f for f in ix.functions})
-        # Interleave big and small functions so chunks cost about the same.
-        rvas = [f.rva for f in ix.functions]
-        work.extend((k, c) for c in _chunks(rvas, max(200, len(rvas) // (jobs * 8) + 1)))
     ctx = multiprocessing.get_context("fork")
     try:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            if reuse:
+                first = _jobs(1, [f.rva for f in indexes[1].functions], jobs)
+                done = [r for chunk in pool.map(_work_templates, first) for r in chunk]
+                out[1] = {fc.rva: fc for fc, _ in done}
+                lib = _Templates(done)
+                del done
+                rest = []
+                for f in indexes[0].functions:
+                    fc = lib.code(indexes[0].image, f)
+                    if fc is None:
+                        rest.append(f.rva)
+                    else:
+                        out[0][f.rva] = fc
+                work = _jobs(0, rest, jobs)
+            else:
+                work = [j for k, ix in enumerate(indexes) for j in _jobs(k, [f.rva for f in ix.functions], jobs)]
             for (k, _), result in zip(work, pool.map(_work, work), strict=True):
                 for fc in result:
                     out[k][fc.rva] = fc
@@ -117,7 +203,6 @@ def discover_call_targets(ix: SymbolIndex, code: dict[int, FuncCode]) -> dict[in
     targets = sorted({t for fc in code.values() for _, k, t in fc.refs if k == call})
     extra: list[Function] = []
     starts = [f.rva for f in ix.functions]
-    import bisect
 
     for t in targets:
         if ix.function_at(t) is not None:

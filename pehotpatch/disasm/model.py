@@ -101,6 +101,10 @@ class NormalizedCode:
     ``entry_is_branch_target``: one of those, other than a call, lands in the bytes a
     hot-patch overwrites at the entry (offset 0, or 1 on x86/x64); calls to the entry
     (recursion) do not count.
+
+    ``position_dependent``: the normalisation used the function's address beyond the
+    external targets (``__ImageBase``-relative tables, tables shown as data), so
+    another function with the same bytes elsewhere may normalise differently.
     """
 
     shape: str
@@ -112,6 +116,9 @@ class NormalizedCode:
     machine: Machine = Machine.X64
     _targets: set[int] | None = field(default=None, repr=False)
     _entry_hit: bool | None = field(default=None, repr=False)
+    # The shape depends on where the function is, not only on its bytes: it reads tables
+    # through __ImageBase (their displacements are RVAs) or has tables shown as data.
+    position_dependent: bool = False
 
     @property
     def internal_targets(self) -> set[int]:

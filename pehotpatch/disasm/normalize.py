@@ -284,7 +284,9 @@ class _X86Pass:
 
         if nstages > 1:
             refs.sort(key=_REF_OFFSET)
-        return NormalizedCode(text[1:-1], refs, insn_offsets, sizes[0], self.hp_nop, total, machine)
+        nc = NormalizedCode(text[1:-1], refs, insn_offsets, sizes[0], self.hp_nop, total, machine)
+        nc.position_dependent = bool(imagebase_regs or self.regions or self.tables)
+        return nc
 
     def _imagebase_refs(
         self,
