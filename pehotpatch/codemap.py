@@ -131,6 +131,20 @@ def _work_templates(job: tuple[int, Sequence[int]]) -> list[tuple[FuncCode, Temp
     return [_code_with_template(img, by_rva[rva]) for rva in rvas]
 
 
+_LIBRARY: list[_Templates] = []
+
+
+def _work_reusing(job: tuple[int, Sequence[int]]) -> list[FuncCode]:
+    key, rvas = job
+    img, by_rva = _WORK[key]
+    lib = _LIBRARY[0]
+    out = []
+    for rva in rvas:
+        f = by_rva[rva]
+        out.append(lib.code(img, f) or _summarise(rva, normalize_function(img, f)))
+    return out
+
+
 def _chunks(items: Sequence[int], n: int) -> Iterable[Sequence[int]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
@@ -171,28 +185,26 @@ def build_codemaps(indexes: Sequence[SymbolIndex], *, jobs: int | None = None) -
         _WORK[k] = (ix.image, {f.rva: f for f in ix.functions})
     ctx = multiprocessing.get_context("fork")
     try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            if reuse:
+        if reuse:
+            # The rebuild first, keeping templates; then the base, in workers forked
+            # after the templates are in place (they inherit them).
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
                 first = _jobs(1, [f.rva for f in indexes[1].functions], jobs)
                 done = [r for chunk in pool.map(_work_templates, first) for r in chunk]
-                out[1] = {fc.rva: fc for fc, _ in done}
-                lib = _Templates(done)
-                del done
-                rest = []
-                for f in indexes[0].functions:
-                    fc = lib.code(indexes[0].image, f)
-                    if fc is None:
-                        rest.append(f.rva)
-                    else:
-                        out[0][f.rva] = fc
-                work = _jobs(0, rest, jobs)
-            else:
-                work = [j for k, ix in enumerate(indexes) for j in _jobs(k, [f.rva for f in ix.functions], jobs)]
-            for (k, _), result in zip(work, pool.map(_work, work), strict=True):
+            out[1] = {fc.rva: fc for fc, _ in done}
+            _LIBRARY[:] = [_Templates(done)]
+            del done
+            work, worker = _jobs(0, [f.rva for f in indexes[0].functions], jobs), _work_reusing
+        else:
+            work = [j for k, ix in enumerate(indexes) for j in _jobs(k, [f.rva for f in ix.functions], jobs)]
+            worker = _work
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            for (k, _), result in zip(work, pool.map(worker, work), strict=True):
                 for fc in result:
                     out[k][fc.rva] = fc
     finally:
         _WORK.clear()
+        _LIBRARY.clear()
     return out
 
 
