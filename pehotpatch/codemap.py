@@ -35,7 +35,8 @@ class FuncCode:
     first_insn_size: int
     hotpatch_nop: bytes
     entry_is_branch_target: bool
-    has_nops: bool = False  # alignment no-ops inside the body (see diff's padding-only)
+    nops: int = 0  # alignment no-op lines inside the body (see diff's padding-only)
+    plain_lines: int = 0  # the other lines of the shape
 
 
 def _summarise(rva: int, nc: NormalizedCode) -> FuncCode:
@@ -47,7 +48,8 @@ def _summarise(rva: int, nc: NormalizedCode) -> FuncCode:
         nc.first_insn_size,
         nc.hotpatch_nop,
         nc.entry_is_branch_target,
-        nc.shape.startswith("nop") or "\nnop" in nc.shape,
+        nops := nc.shape.count("\nnop") + nc.shape.startswith("nop"),
+        nc.shape.count("\n") + 1 - nops if nc.shape else 0,
     )
 
 
@@ -107,7 +109,7 @@ class _Templates:
             refs = derive(t, code, f.rva, img.image_base, relocs, img.machine, fc.refs)
             if refs is not None:
                 return FuncCode(f.rva, fc.digest, refs, fc.n_insns, fc.first_insn_size,
-                                fc.hotpatch_nop, fc.entry_is_branch_target, fc.has_nops)
+                                fc.hotpatch_nop, fc.entry_is_branch_target, fc.nops, fc.plain_lines)
         return None
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pehotpatch.codemap import (
+    KIND_CODES,
     KIND_NAMES,
     FuncCode,
     build_codemaps,
@@ -29,6 +30,7 @@ from pehotpatch.image.loader import LoadedImage
 from pehotpatch.image.machine import Machine
 from pehotpatch.image.pe import PEImage
 from pehotpatch.image.symbols import Function, Global, SymbolIndex
+from pehotpatch.perf import paused_gc
 
 UNCHANGED = "unchanged"
 CHANGED = "changed"
@@ -37,6 +39,7 @@ PROLOGUE_ONLY = "prologue-only"
 PADDING_ONLY = "padding-only"  # differs only by alignment no-ops inside the body
 
 MAX_DATA_COMPARE = 256
+_DATA = KIND_CODES["data"]
 _TWO_I32 = struct.Struct("<ii")
 
 
@@ -124,6 +127,13 @@ class _Resolver:
         self.corr = corr
         self.side = side
         self._keys: dict[int, tuple] = {}
+        self._ro: dict[int, bool] = {}
+
+    def readonly(self, t: int) -> bool:
+        ro = self._ro.get(t)
+        if ro is None:
+            ro = self._ro[t] = _readonly(self.ix.image, t)
+        return ro
 
     def key(self, t: int) -> tuple:
         k = self._keys.get(t)
@@ -289,7 +299,18 @@ class _DataView:
             got = self._same_data[memo] = self._compare_data(other, t_self, t_other, key_self, key_other)
         return got
 
+    def _window(self, t: int) -> bytes | None:
+        """Up to MAX_DATA_COMPARE bytes at ``t`` (fewer at the end of its section)."""
+        sec = self.ix.image.section_at(t)
+        if sec is None:
+            return None
+        return self.ix.image.try_read(t, min(MAX_DATA_COMPARE, sec.rva + sec.size - t))
+
     def _compare_data(self, other: _DataView, t_self: int, t_other: int, key_self, key_other) -> bool:
+        # Equal bytes as far as any extent could reach: equal, whatever the extent.
+        wa = self._window(t_self)
+        if wa is not None and wa == other._window(t_other):
+            return True
         # A sized global on either side sets the extent (a grown table is a change);
         # guessed extents of unnamed data compare only what both sides agree on, so a
         # guess cannot run into unrelated data that follows on one side.
@@ -331,7 +352,8 @@ def compare_function(pair_base: Function, pair_new: Function, method: str,
         return fd
     padding_only = False
     if cb.digest != cn.digest or len(cb.refs) != len(cn.refs):
-        if (len(cb.refs) != len(cn.refs) or not (cb.has_nops or cn.has_nops)
+        # Padding-only needs no-ops on a side, and the same instructions besides them.
+        if (len(cb.refs) != len(cn.refs) or not (cb.nops or cn.nops) or cb.plain_lines != cn.plain_lines
                 or not _equal_without_padding(rb.ix, pair_base, rn.ix, pair_new)):
             fd.status, fd.reason = CHANGED, "code"
             return fd
@@ -343,8 +365,7 @@ def compare_function(pair_base: Function, pair_new: Function, method: str,
             fd.ref_difference = RefDifference(ob, on, KIND_NAMES.get(kn, "data"),
                                               rb.describe(tb), rn.describe(tn))
             return fd
-        if (KIND_NAMES.get(kn) == "data" and kn_key[0] != "import"
-                and _readonly(rn.ix.image, tn) and _readonly(rb.ix.image, tb)):
+        if kn == _DATA and kn_key[0] != "import" and rn.readonly(tn) and rb.readonly(tb):
             if not db.compare(dn, tb, tn, rb.key, rn.key, pair_base, pair_new):
                 label = rn.describe(tn)
                 if label not in fd.data:
@@ -394,6 +415,11 @@ def _equal_without_padding(bix: SymbolIndex, fb: Function, nix: SymbolIndex, fn:
 
 def diff_images(base: LoadedImage, new: LoadedImage, *, jobs: int | None = None) -> DiffResult:
     """Correlate and compare two loaded builds."""
+    with paused_gc():
+        return _diff_images(base, new, jobs=jobs)
+
+
+def _diff_images(base: LoadedImage, new: LoadedImage, *, jobs: int | None) -> DiffResult:
     t0 = time.perf_counter()
     bcode, ncode = build_codemaps([base.index, new.index], jobs=jobs)
     bcode.update(discover_call_targets(base.index, bcode))

@@ -15,6 +15,7 @@ from pehotpatch.errors import FormatError, InputError
 from pehotpatch.hotpatch_set import HotpatchSet, build_hotpatch_set, canonicalize
 from pehotpatch.image.pe import PEImage, load_pe
 from pehotpatch.image.symbols import SymbolIndex, build_index
+from pehotpatch.perf import paused_gc
 
 PathLike = str | os.PathLike[str]
 
@@ -62,6 +63,13 @@ def load_image(
     ``pdb`` given explicitly must match the image's CodeView GUID/age (unless
     ``ignore_pdb_mismatch``); a PDB found next to the image that does not match is
     ignored with a note."""
+    with paused_gc():
+        return _load_image(path, pdb, objects, functions_file, ignore_pdb_mismatch, discover_pdb)
+
+
+def _load_image(path: PathLike, pdb: PathLike | None, objects: PathLike | None,
+                functions_file: PathLike | None, ignore_pdb_mismatch: bool,
+                discover_pdb: bool) -> LoadedImage:
     from pehotpatch.image.pdb import load_pdb
 
     pe = load_pe(path)
