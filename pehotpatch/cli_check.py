@@ -76,6 +76,15 @@ def check_pair(base: Path, intermediate: Path, *, pdb_base: Path | None = None, 
                ignore_pdb_mismatch: bool = False, waivers: Path | None = None,
                allow_new_imports: bool = False, jobs: int | None = None):
     """Load, diff and check one pair; raises :class:`PehpError` on bad input."""
+    return _check_loaded(base, intermediate, pdb_base=pdb_base, pdb=pdb, objects=objects,
+                         functions_file=functions_file, ignore_pdb_mismatch=ignore_pdb_mismatch,
+                         waivers=waivers, allow_new_imports=allow_new_imports, jobs=jobs)[0]
+
+
+def _check_loaded(base: Path, intermediate: Path, *, pdb_base: Path | None, pdb: Path | None,
+                  objects: Path | None, functions_file: Path | None, ignore_pdb_mismatch: bool,
+                  waivers: Path | None, allow_new_imports: bool, jobs: int | None):
+    """:func:`check_pair`, also returning the two loaded images (for the files they came from)."""
     from pehotpatch.check import CheckOptions, run_check
     from pehotpatch.cli import load_pair
     from pehotpatch.diff import diff_images
@@ -84,7 +93,7 @@ def check_pair(base: Path, intermediate: Path, *, pdb_base: Path | None = None, 
     wv = load_waivers(waivers) if waivers is not None else None
     b, n = load_pair(base, intermediate, pdb_base, pdb, objects, functions_file, ignore_pdb_mismatch)
     res = diff_images(b, n, jobs=jobs)
-    return run_check(res, CheckOptions(allow_new_imports=allow_new_imports), wv)
+    return run_check(res, CheckOptions(allow_new_imports=allow_new_imports), wv), b, n
 
 
 def _tree_worker(job: TreeJob) -> dict[str, Any]:
@@ -173,11 +182,12 @@ def _write_text(render, output: Path | None, overwrite: bool, inputs: list[Path]
         return
     from rich.console import Console
 
-    from pehotpatch.output import write_atomic
+    from pehotpatch.output import validate_text, write_atomic
 
     buf = io.StringIO()
     render(Console(file=buf, width=120, color_system=None, highlight=False, soft_wrap=False))
-    write_atomic(output, buf.getvalue().encode("utf-8"), overwrite=overwrite, inputs=inputs)
+    write_atomic(output, buf.getvalue().encode("utf-8"), overwrite=overwrite, inputs=inputs,
+                 validate=validate_text)
 
 
 def register(app: typer.Typer) -> None:
@@ -192,6 +202,8 @@ def register(app: typer.Typer) -> None:
         PdbBase,
         PdbNew,
         emit_document,
+        preflight_output,
+        used_inputs,
     )
 
     Format = Annotated[OutputFormat, typer.Option("--format", "-f", help="text, json, or sarif (SARIF 2.1.0).")]
@@ -219,10 +231,12 @@ def register(app: typer.Typer) -> None:
         jobs: Jobs = None,
     ) -> None:
         """Decide whether the intermediate can be hot-patched onto the base (exit 0 patchable, 1 rejected)."""
-        res = check_pair(base, intermediate, pdb_base=pdb_base, pdb=pdb, objects=objects,
-                         functions_file=functions_file, ignore_pdb_mismatch=ignore_pdb_mismatch,
-                         waivers=waivers, allow_new_imports=allow_new_imports, jobs=jobs)
-        inputs = [p for p in (base, intermediate, pdb_base, pdb, waivers, functions_file) if p is not None]
+        given = (base, intermediate, pdb_base, pdb, objects, functions_file, waivers)
+        preflight_output(output, overwrite, list(given))
+        res, b, n = _check_loaded(base, intermediate, pdb_base=pdb_base, pdb=pdb, objects=objects,
+                                  functions_file=functions_file, ignore_pdb_mismatch=ignore_pdb_mismatch,
+                                  waivers=waivers, allow_new_imports=allow_new_imports, jobs=jobs)
+        inputs = used_inputs(b, n, extra=given)
         if fmt is OutputFormat.json:
             from pehotpatch.render.check import check_to_json
 
@@ -230,7 +244,7 @@ def register(app: typer.Typer) -> None:
         elif fmt is OutputFormat.sarif:
             from pehotpatch.render.sarif import sarif_log
 
-            emit_document(sarif_log([res]), output, overwrite=overwrite, inputs=inputs)
+            emit_document(sarif_log([res]), output, overwrite=overwrite, inputs=inputs, kind="sarif")
         else:
             from pehotpatch.render.check import render_check
 
@@ -264,6 +278,8 @@ def register(app: typer.Typer) -> None:
 
         if jobs < 1:
             raise UsageError("--jobs must be at least 1")
+        inputs: list[Path] = [base_dir, intermediate_dir] + ([waivers] if waivers else [])
+        preflight_output(output, overwrite, list(inputs))
         err = Console(stderr=True)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err, transient=True, disable=not err.is_terminal) as prog:
@@ -273,7 +289,6 @@ def register(app: typer.Typer) -> None:
         for e in entries:
             if e["status"] == "error":
                 sys.stderr.write(f"pehp: error: {e['message']}\n")
-        inputs = [base_dir, intermediate_dir] + ([waivers] if waivers else [])
         public = [{k: v for k, v in e.items() if k != "result"} for e in entries]
         if fmt is OutputFormat.json:
             from pehotpatch.render.check import tree_to_json
@@ -284,7 +299,8 @@ def register(app: typer.Typer) -> None:
 
             results = [e["result"] for e in entries if "result" in e]
             errors = [(e["image"], e["message"]) for e in entries if e["status"] == "error"]
-            emit_document(sarif_log(results, errors), output, overwrite=overwrite, inputs=inputs)
+            emit_document(sarif_log(results, errors), output, overwrite=overwrite, inputs=inputs,
+                          kind="sarif")
         else:
             from pehotpatch.render.check import render_tree
 

@@ -17,7 +17,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PEHP = [sys.executable, "-c", "import sys; from pehotpatch.cli import main; sys.exit(main())"]
+PEHP = [sys.executable, "-c", "import sys; from pehotpatch._entry import main; sys.exit(main())"]
+
+# The same, with an audit hook logging every open, rename, link, unlink and chmod (one
+# JSON line each) to the file named by PEHP_AUDIT_LOG: what the tests check "read-only"
+# and "renamed into place only after re-reading" against.
+_AUDITED = """
+import json, os, sys
+log = open(os.environ["PEHP_AUDIT_LOG"], "a", buffering=1)
+EVENTS = {"open", "os.rename", "os.link", "os.remove", "os.chmod", "os.truncate", "os.utime"}
+def hook(event, args):
+    if event not in EVENTS:
+        return
+    out = []
+    for a in args:
+        if isinstance(a, (str, bytes, os.PathLike)):
+            a = os.fsdecode(a)
+        elif not isinstance(a, (int, type(None))):
+            a = str(a)
+        out.append(a)
+    log.write(json.dumps([os.getpid(), event, out]) + "\\n")
+sys.addaudithook(hook)
+from pehotpatch._entry import main
+sys.exit(main())
+"""
+PEHP_AUDITED = [sys.executable, "-c", _AUDITED]
 
 # Every crafted-input run gets these limits: a regression fails instead of hanging CI.
 LIMIT_AS = 2 * 1024**3
@@ -191,15 +215,22 @@ def _limits(fsize: int | None = None):
 
 
 def run_pehp(*args: str | os.PathLike[str], fsize: int | None = None, cwd: Path | None = None,
-             timeout: float = LIMIT_SECONDS) -> Run:
+             timeout: float = LIMIT_SECONDS, audit: Path | None = None,
+             wrap: tuple[str, ...] = ()) -> Run:
     """Run the `pehp` CLI in a child with an address-space cap, a CPU cap and a timeout;
-    the child's own peak RSS comes from wait4."""
+    the child's own peak RSS comes from wait4.  ``fsize`` caps the size of any file the
+    child writes (a full disk: writes fail with EFBIG); ``audit`` logs its file
+    operations there; ``wrap`` is a command prefix (e.g. setpriv)."""
     import tempfile
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120", "PYTHONDONTWRITEBYTECODE": "1"}
+    cmd = PEHP
+    if audit is not None:
+        env["PEHP_AUDIT_LOG"] = str(audit)
+        cmd = PEHP_AUDITED
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.monotonic()
-        proc = subprocess.Popen([*PEHP, *map(str, args)], stdout=out, stderr=err, cwd=cwd,
+        proc = subprocess.Popen([*wrap, *cmd, *map(str, args)], stdout=out, stderr=err, cwd=cwd,
                                 env=env, preexec_fn=_limits(fsize))
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
