@@ -101,17 +101,17 @@ def render_tree(entries: Sequence[dict[str, Any]], console: Console) -> None:
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for e in entries:
         if e["status"] in ("error", "unpaired"):
-            t.add_row(e["image"], "", Text(e["status"], style="bold red" if e["status"] == "error" else "dim"),
+            t.add_row(Text(e["image"]), "", Text(e["status"], style="bold red" if e["status"] == "error" else "dim"),
                       "", "", "", "", Text(e.get("message", ""), style="dim"))
             continue
         doc = e["check"]
         s = doc["summary"]
         first = next((f for f in doc["findings"] if f["severity"] == ERROR), None)
         t.add_row(
-            e["image"], doc["machine"],
+            Text(e["image"]), doc["machine"],
             Text(doc["verdict"], style="bold red" if doc["verdict"] == "rejected" else "green"),
             str(s["errors"]), str(s["warnings"]), str(s["notes"]), str(s["waived"]),
-            f"{first['rule']} {first['message']}" if first else "",
+            Text(f"{first['rule']} {first['message']}" if first else ""),
         )
     console.print(t)
     counts = tree_to_json(entries)["summary"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pehotpatch.image.loader import LoadedImage
@@ -96,14 +97,14 @@ def render_info(img: PEImage, console: Console, *, verbose: bool = False) -> Non
     head.add_column()
     ok = img.checksum == img.checksum_computed
     rows = [
-        ("image", img.path),
+        ("image", escape(img.path)),
         ("machine", f"{img.machine.value} ({img.kind})"),
         ("image base", f"{img.image_base:#x}"),
         ("entry point", f"{img.entry_rva:#x}"),
         ("timestamp", f"{img.timestamp:#010x}"),
         ("checksum", f"{img.checksum:#010x} stored, {img.checksum_computed:#010x} computed"
          + ("" if ok else " [yellow](mismatch)[/]")),
-        ("codeview", f"{cv.pdb_path} guid {cv.guid} age {cv.age}" if cv else "none"),
+        ("codeview", f"{escape(cv.pdb_path)} guid {cv.guid} age {cv.age}" if cv else "none"),
         ("hot-patch compatible", "yes" if img.hotpatch_compatible else "no"
          + ("" if img.ex_dll_characteristics is not None else " (no extended DLL characteristics)")),
         ("load config", "none" if lc is None else
@@ -125,7 +126,7 @@ def render_info(img: PEImage, console: Console, *, verbose: bool = False) -> Non
     for col in ("name", "rva", "vsize", "raw size", "perms"):
         t.add_column(col)
     for s in img.sections:
-        t.add_row(s.name, f"{s.rva:#x}", f"{s.virtual_size:#x}", f"{s.raw_size:#x}", s.perms)
+        t.add_row(escape(s.name), f"{s.rva:#x}", f"{s.virtual_size:#x}", f"{s.raw_size:#x}", s.perms)
     console.print(t)
 
     if img.exports:
@@ -133,7 +134,7 @@ def render_info(img: PEImage, console: Console, *, verbose: bool = False) -> Non
         for col in ("ordinal", "name", "rva / forwarder"):
             t.add_column(col)
         for e in img.exports:
-            t.add_row(str(e.ordinal), e.name or "", e.forwarder or f"{e.rva:#x}")
+            t.add_row(str(e.ordinal), escape(e.name or ""), escape(e.forwarder or f"{e.rva:#x}"))
         console.print(t)
     if img.imports:
         t = Table(title=f"imports ({len(img.imports)})", title_justify="left")
@@ -141,7 +142,7 @@ def render_info(img: PEImage, console: Console, *, verbose: bool = False) -> Non
             t.add_column(col)
         for i in img.imports:
             fn = i.name if i.name is not None else f"#{i.ordinal}"
-            t.add_row(i.dll + (" (delay)" if i.delayed else ""), fn, f"{i.iat_rva:#x}")
+            t.add_row(escape(i.dll) + (" (delay)" if i.delayed else ""), escape(fn), f"{i.iat_rva:#x}")
         console.print(t)
 
 
@@ -193,9 +194,9 @@ def symbols_info(li: LoadedImage) -> dict[str, Any]:
 def render_symbols(li: LoadedImage, console: Console) -> None:
     ix = li.index
     hs = li.hotpatch
-    console.print(f"[bold]PDB[/]: {li.pdb_path or 'none'}")
+    console.print(f"[bold]PDB[/]: {escape(li.pdb_path or 'none')}")
     for note in li.notes:
-        console.print(f"[dim]note: {note}[/]")
+        console.print(f"[dim]note: {escape(note)}[/]")
     t = Table(title=f"functions ({len(ix.functions)})", title_justify="left")
     for col in ("rva", "size", "function", "marked", "from"):
         t.add_column(col)
@@ -203,8 +204,8 @@ def render_symbols(li: LoadedImage, console: Console) -> None:
         label = f.signature or f.name
         if f.is_static:
             label = "static " + label
-        t.add_row(f"{f.rva:#x}", str(f.size), label, "yes" if hs and f.name in hs else "",
-                  ",".join(sorted(f.sources)))
+        t.add_row(f"{f.rva:#x}", str(f.size), escape(label), "yes" if hs and f.name in hs else "",
+                  escape(",".join(sorted(f.sources))))
     console.print(t)
     t = Table(title=f"globals ({len(ix.globals)})", title_justify="left")
     for col in ("rva", "size", "section", "global", "type", "notes"):
@@ -217,13 +218,13 @@ def render_symbols(li: LoadedImage, console: Console) -> None:
             notes.append("mutable")
         if g.contains_pointers:
             notes.append("holds pointers")
-        t.add_row(f"{g.rva:#x}", "" if g.size is None else str(g.size), g.section, g.name,
-                  g.type_name or "", ", ".join(notes))
+        t.add_row(f"{g.rva:#x}", "" if g.size is None else str(g.size), escape(g.section), escape(g.name),
+                  escape(g.type_name or ""), ", ".join(notes))
     console.print(t)
     if hs is not None:
-        consulted = ", ".join(sorted(hs.available)) or "none"
+        consulted = escape(", ".join(sorted(hs.available)) or "none")
         console.print(f"[bold]hot-patch set[/] ({len(hs)} functions; sources consulted: {consulted})")
         for n in hs.sorted():
-            console.print(f"  {n}  [dim]({', '.join(sorted(hs.names[n]))})[/]")
+            console.print(f"  {escape(n)}  [dim]({escape(', '.join(sorted(hs.names[n])))})[/]")
         for n, why in hs.disagreements():
-            console.print(f"  [yellow]disagreement[/]: {n}: {why}")
+            console.print(f"  [yellow]disagreement[/]: {escape(n)}: {escape(why)}")
