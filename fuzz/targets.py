@@ -1,0 +1,146 @@
+"""Running a case in-process: the library calls each `pehp` command makes, in its order.
+
+Each target reads the materialised inputs, computes the command's result and renders
+it in the case's format (JSON documents are serialised as the CLI does, text goes
+through a rich Console into a string).  A :class:`~pehotpatch.errors.PehpError` is the
+documented outcome for bad input and propagates; anything else is a finding.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from rich.console import Console
+
+from .cases import Case, Inputs, symbols_wanted
+
+
+class TreeInternalError(Exception):
+    """check-tree reported an image pair as an internal error (its worker caught it)."""
+
+
+def _console() -> Console:
+    return Console(file=io.StringIO(), width=120, color_system=None, highlight=False, soft_wrap=False)
+
+
+def _document(doc: Any) -> None:
+    json.dumps(doc, indent=2, sort_keys=False)
+
+
+def run_info(case: Case, inp: Inputs) -> None:
+    from pehotpatch.render.info import image_info, render_info, render_symbols, symbols_info
+
+    assert inp.image is not None
+    o = case.options
+    if symbols_wanted(case):
+        from pehotpatch.image.loader import load_image
+
+        li = load_image(inp.image, pdb=inp.pdb, objects=inp.objects, functions_file=inp.functions_file,
+                        ignore_pdb_mismatch=bool(o.get("ignore_pdb_mismatch")))
+        img = li.pe
+    else:
+        from pehotpatch.image.pe import load_pe
+
+        img = load_pe(inp.image)
+    if o["format"] == "json":
+        doc = image_info(img)
+        if symbols_wanted(case):
+            doc["symbols"] = symbols_info(li)
+        _document(doc)
+    else:
+        console = _console()
+        render_info(img, console)
+        if symbols_wanted(case):
+            render_symbols(li, console)
+
+
+def run_diff(case: Case, inp: Inputs) -> None:
+    from pehotpatch.cli import load_pair
+    from pehotpatch.diff import diff_images
+    from pehotpatch.render.diff import diff_to_json, render_diff
+
+    assert inp.base is not None and inp.intermediate is not None
+    o = case.options
+    b, n = load_pair(inp.base, inp.intermediate, inp.pdb_base, inp.pdb, inp.objects,
+                     inp.functions_file, bool(o.get("ignore_pdb_mismatch")))
+    res = diff_images(b, n, jobs=1)
+    verbose = bool(o.get("verbose"))
+    if o["format"] == "json":
+        _document(diff_to_json(res, verbose=verbose))
+    else:
+        render_diff(res, _console(), verbose=verbose)
+
+
+def run_check(case: Case, inp: Inputs) -> None:
+    from pehotpatch.cli_check import check_pair
+    from pehotpatch.render.check import check_to_json, render_check
+    from pehotpatch.render.sarif import sarif_log
+
+    assert inp.base is not None and inp.intermediate is not None
+    o = case.options
+    res = check_pair(inp.base, inp.intermediate, pdb_base=inp.pdb_base, pdb=inp.pdb,
+                     objects=inp.objects, functions_file=inp.functions_file,
+                     ignore_pdb_mismatch=bool(o.get("ignore_pdb_mismatch")), waivers=inp.waivers,
+                     allow_new_imports=bool(o.get("allow_new_imports")), jobs=1)
+    fmt = o["format"]
+    if fmt == "json":
+        _document(check_to_json(res))
+    elif fmt == "sarif":
+        _document(sarif_log([res]))
+    else:
+        render_check(res, _console())
+
+
+def run_check_tree(case: Case, inp: Inputs) -> str | None:
+    from pehotpatch.cli_check import check_pair, run_tree, sidecars
+    from pehotpatch.render.check import render_tree, tree_to_json
+    from pehotpatch.render.sarif import sarif_log
+
+    assert inp.base is not None and inp.intermediate is not None
+    o = case.options
+    entries = run_tree(inp.base, inp.intermediate, jobs=1, waivers=inp.waivers,
+                       allow_new_imports=bool(o.get("allow_new_imports")),
+                       ignore_pdb_mismatch=bool(o.get("ignore_pdb_mismatch")))
+    for e in entries:
+        msg = e.get("message", "")
+        if e["status"] == "error" and msg.startswith(("internal error", "worker failed")):
+            # Reproduce it outside the tree worker, which turned it into a message.
+            b, n = inp.base / e["image"], inp.intermediate / e["image"]
+            ff, objs = sidecars(n, 1)
+            check_pair(b, n, objects=objs, functions_file=ff, waivers=inp.waivers,
+                       ignore_pdb_mismatch=bool(o.get("ignore_pdb_mismatch")),
+                       allow_new_imports=bool(o.get("allow_new_imports")), jobs=1)
+            raise TreeInternalError(f"{e['image']}: {msg}")
+    public = [{k: v for k, v in e.items() if k != "result"} for e in entries]
+    fmt = o["format"]
+    if fmt == "json":
+        _document(tree_to_json(public))
+    elif fmt == "sarif":
+        results = [e["result"] for e in entries if "result" in e]
+        errors = [(e["image"], e["message"]) for e in entries if e["status"] == "error"]
+        _document(sarif_log(results, errors))
+    else:
+        render_tree(public, _console())
+    return "error" if any(e["status"] == "error" for e in entries) else None
+
+
+TARGETS = {"info": run_info, "diff": run_diff, "check": run_check, "check-tree": run_check_tree}
+
+
+def run_case_inprocess(case: Case, inp: Inputs) -> str | None:
+    """Run the case; "error" when check-tree reported an unreadable pair (its exit 2)."""
+    return TARGETS[case.command](case, inp)  # type: ignore[operator]
+
+
+def output_suffix(case: Case) -> str:
+    fmt = case.options.get("format", "json")
+    if case.command in ("info", "diff"):
+        return ".json"
+    return {"json": ".json", "sarif": ".sarif", "text": ".txt"}[fmt]
+
+
+def is_document(case: Case) -> bool:
+    return output_suffix(case) != ".txt"
+
