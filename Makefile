@@ -8,7 +8,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 DEMO   ?= samples/x64/fix_globals
 
-.PHONY: setup toolchain test test-fast demo samples bench lint typecheck fuzz clean
+.PHONY: setup toolchain test test-fast demo samples bench realworld lint typecheck fuzz clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,11 @@ samples: toolchain
 
 bench: setup toolchain
 	$(PY) bench/run.py
+
+# info/diff/check on every image pair of two msvc-runtime and two numpy releases (downloaded
+# into .cache/), info checked against pefile and llvm-readobj-22; writes docs/REALWORLD.md.
+realworld: setup toolchain
+	$(PY) tools/realworld.py
 
 lint: setup
 	$(PY) -m ruff check pehotpatch tests tools
