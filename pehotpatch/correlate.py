@@ -57,6 +57,12 @@ class Correlation:
     function_map: dict[int, int] = field(default_factory=dict)  # base start -> new start
     global_map: dict[int, int] = field(default_factory=dict)
     data_map: dict[int, int] = field(default_factory=dict)  # unnamed data, by votes
+    # import keys of the base ("old.dll!f") in the new image's terms, for DLLs renamed
+    # between the builds (see import_renames); keys not in it are unchanged
+    import_map: dict[str, str] = field(default_factory=dict)
+
+    def import_key(self, base_key: str) -> str:
+        return self.import_map.get(base_key, base_key)
 
     def methods(self) -> dict[str, int]:
         return dict(sorted(Counter(p.method for p in self.functions).items()))
@@ -64,8 +70,10 @@ class Correlation:
 
 class _Pairer:
     def __init__(self, base: SymbolIndex, new: SymbolIndex,
-                 bcode: dict[int, FuncCode], ncode: dict[int, FuncCode]):
+                 bcode: dict[int, FuncCode], ncode: dict[int, FuncCode],
+                 import_map: dict[str, str] | None = None):
         self.base, self.new = base, new
+        self.import_map = import_map or {}
         self.bcode, self.ncode = bcode, ncode
         self.fmap: dict[int, int] = {}
         self.rfmap: dict[int, int] = {}
@@ -117,9 +125,10 @@ class _Pairer:
     def _stable_key(self, ix: SymbolIndex, code: FuncCode, mapped: dict[int, int] | None) -> tuple:
         refs: list[tuple] = []
         slots = ix.imports_by_slot
+        imap = self.import_map if mapped is not None else {}
         for _, kind, t in code.refs:
             if t in slots:
-                refs.append((kind, slots[t]))
+                refs.append((kind, imap.get(slots[t], slots[t])))
             elif mapped is not None and t in mapped:
                 refs.append((kind, "f", mapped[t]))
             elif mapped is None and t in self.rfmap:
@@ -227,9 +236,40 @@ def _winners(votes: dict[tuple[int, int], int]) -> list[tuple[int, int]]:
     return sorted((tb, tn) for tb, (_, tn) in best.items())
 
 
+def import_renames(base: SymbolIndex, new: SymbolIndex) -> dict[str, str]:
+    """Import DLLs that were renamed between the builds, as ``{old key: new key}``.
+
+    A DLL imported only by the base pairs with one imported only by the new image when
+    they share at least half of their imported functions (and no other candidate shares
+    as many): e.g. a bundled library whose file name carries a build hash
+    (``libfoo-0a1b2c.dll`` -> ``libfoo-3d4e5f.dll``)."""
+    def by_dll(ix: SymbolIndex) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = defaultdict(set)
+        for i in ix.image.imports:
+            out[i.dll.lower()].add(i.key.partition("!")[2])
+        return out
+
+    bd, nd = by_dll(base), by_dll(new)
+    gone = sorted(set(bd) - set(nd))
+    came = sorted(set(nd) - set(bd))
+    renames: dict[str, str] = {}
+    taken: set[str] = set()
+    for old in gone:
+        scored = sorted(((len(bd[old] & nd[c]), c) for c in came if c not in taken), reverse=True)
+        if not scored:
+            continue
+        best, cand = scored[0]
+        if best * 2 < max(len(bd[old]), len(nd[cand])) or (len(scored) > 1 and scored[1][0] == best):
+            continue
+        taken.add(cand)
+        renames[old] = cand
+    return {f"{old}!{fn}": f"{nw}!{fn}" for old, nw in renames.items() for fn in bd[old]}
+
+
 def correlate(base: SymbolIndex, new: SymbolIndex,
               bcode: dict[int, FuncCode], ncode: dict[int, FuncCode]) -> Correlation:
-    p = _Pairer(base, new, bcode, ncode)
+    imap = import_renames(base, new)
+    p = _Pairer(base, new, bcode, ncode, imap)
     p.by_name()
     for _ in range(4):
         made = p.by_content() + p.by_votes()
@@ -238,7 +278,7 @@ def correlate(base: SymbolIndex, new: SymbolIndex,
     p.by_order()
     p.by_votes(data=True)  # the data map, from the final pairs
 
-    corr = Correlation(function_map=dict(p.fmap), data_map=p.dmap)
+    corr = Correlation(function_map=dict(p.fmap), data_map=p.dmap, import_map=imap)
     nby = new.function_by_rva
     for f in base.functions:
         n = p.fmap.get(f.rva)

@@ -90,6 +90,7 @@ class ImageDiff:
     imports_added: list[str] = field(default_factory=list)
     imports_removed: list[str] = field(default_factory=list)
     import_dlls_added: list[str] = field(default_factory=list)
+    import_dlls_renamed: list[tuple[str, str]] = field(default_factory=list)  # (base, new)
     entry_point: tuple[str, str] | None = None
     tls_callbacks: tuple[list[str], list[str]] | None = None
     resources_changed: bool = False
@@ -145,7 +146,7 @@ class _Resolver:
         ix = self.ix
         slot = ix.imports_by_slot.get(t)
         if slot is not None:
-            return ("import", slot)
+            return ("import", slot if self.corr is None else self.corr.import_key(slot))
         f = ix.function_at(t)
         if f is not None:
             if self.corr is None:
@@ -546,6 +547,7 @@ def _compare_image(bix: SymbolIndex, nix: SymbolIndex, corr: Correlation) -> Ima
     d.imports_removed = sorted(bimp - nimp)
     bdll = {i.dll.lower() for i in b.imports}
     d.import_dlls_added = sorted({i.dll.lower() for i in n.imports} - bdll)
+    d.import_dlls_renamed = sorted({(k.partition("!")[0], v.partition("!")[0]) for k, v in corr.import_map.items()})
     if b.entry_rva or n.entry_rva:
         if rb.key(b.entry_rva) != rn.key(n.entry_rva):
             d.entry_point = (describe_target(bix, b.entry_rva), describe_target(nix, n.entry_rva))

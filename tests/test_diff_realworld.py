@@ -89,3 +89,14 @@ def test_openblas_spot_check(openblas_diff):
     assert p.new.rva == 0x138200 and "call-scan" in p.base.sources
     fd = status[0x137D70]
     assert fd.status == CHANGED
+
+
+def test_renamed_import_dll_is_not_a_code_change():
+    # numpy names its bundled OpenBLAS after a build hash, which changed between the
+    # releases: _umath_linalg imports the same functions from a DLL with another name.
+    # Its import thunks (jmp [IAT]) must compare as the same imports.
+    res = _diff_release_pair("_umath_linalg*.pyd")
+    (renamed,) = res.image.import_dlls_renamed
+    assert renamed[0].startswith("libscipy_openblas64_-ed4f") and renamed[1].startswith("libscipy_openblas64_-4e39")
+    assert res.image.import_dlls_added == [renamed[1]]  # still reported as a new DLL
+    assert res.changed_functions == []

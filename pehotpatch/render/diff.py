@@ -7,7 +7,9 @@ from itertools import zip_longest
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape as esc
 from rich.table import Table
+from rich.text import Text
 
 from pehotpatch.diff import (
     CHANGED,
@@ -131,6 +133,7 @@ def diff_to_json(res: DiffResult, *, verbose: bool = False) -> dict[str, Any]:
             "imports_added": img.imports_added,
             "imports_removed": img.imports_removed,
             "import_dlls_added": img.import_dlls_added,
+            "import_dlls_renamed": [{"base": a, "new": b} for a, b in img.import_dlls_renamed],
             "entry_point": None if img.entry_point is None else {"base": img.entry_point[0], "new": img.entry_point[1]},
             "tls_callbacks": None if img.tls_callbacks is None else {"base": img.tls_callbacks[0], "new": img.tls_callbacks[1]},
             "resources_changed": img.resources_changed,
@@ -141,12 +144,12 @@ def diff_to_json(res: DiffResult, *, verbose: bool = False) -> dict[str, Any]:
 def render_diff(res: DiffResult, console: Console, *, verbose: bool = False) -> None:
     doc = diff_to_json(res, verbose=False)
     s = doc["summary"]
-    console.print(f"[bold]base[/]         {res.base.path}  ({res.base.pe.machine.value}, "
+    console.print(f"[bold]base[/]         {esc(res.base.path)}  ({res.base.pe.machine.value}, "
                   f"{'PDB' if res.base.pdb_path else 'no PDB'}, {len(res.base.index.functions)} functions)")
-    console.print(f"[bold]intermediate[/] {res.new.path}  ({res.new.pe.machine.value}, "
+    console.print(f"[bold]intermediate[/] {esc(res.new.path)}  ({res.new.pe.machine.value}, "
                   f"{'PDB' if res.new.pdb_path else 'no PDB'}, {len(res.new.index.functions)} functions)")
     for note in sorted(set(res.base.notes + res.new.notes)):
-        console.print(f"[dim]note: {note}[/]")
+        console.print(f"[dim]note: {esc(note)}[/]")
     t = Table(title="functions", title_justify="left")
     for col in ("changed", "through data", "prologue only", "padding only", "unchanged", "added", "removed"):
         t.add_column(col, justify="right")
@@ -164,25 +167,26 @@ def render_diff(res: DiffResult, console: Console, *, verbose: bool = False) -> 
             if e.get("data"):
                 why = "reads " + ", ".join(e["data"])
             fdiff = e.get("first_difference")
-            t.add_row(e["name"], e["status"], why, f"{fdiff['base']}  →  {fdiff['new']}" if fdiff else "")
+            t.add_row(Text(e["name"]), e["status"], Text(why),
+                      Text(f"{fdiff['base']}  →  {fdiff['new']}" if fdiff else ""))
         console.print(t)
     for title, key in (("added functions", "added_functions"), ("removed functions", "removed_functions")):
         if doc[key]:
-            console.print(f"[bold]{title}[/]: " + ", ".join(f["name"] for f in doc[key]))
+            console.print(f"[bold]{title}[/]: " + esc(", ".join(f["name"] for f in doc[key])))
     g = doc["globals"]
     if g["changed"]:
         t = Table(title="changed globals", title_justify="left")
         for col in ("global", "what", "detail"):
             t.add_column(col)
         for e in g["changed"]:
-            t.add_row(e["name"], ", ".join(e["changes"]), e["detail"])
+            t.add_row(Text(e["name"]), ", ".join(e["changes"]), Text(e["detail"]))
         console.print(t)
     if g["added"]:
-        console.print("[bold]added globals[/]: " + ", ".join(e["name"] for e in g["added"]))
+        console.print("[bold]added globals[/]: " + esc(", ".join(e["name"] for e in g["added"])))
     if g["removed"]:
-        console.print("[bold]removed globals[/]: " + ", ".join(e["name"] for e in g["removed"]))
+        console.print("[bold]removed globals[/]: " + esc(", ".join(e["name"] for e in g["removed"])))
     if g["ref_slots_added"]:
-        console.print(f"[dim]hot-patch __ref_ slots in the intermediate: {', '.join(g['ref_slots_added'])}[/]")
+        console.print(f"[dim]hot-patch __ref_ slots in the intermediate: {esc(', '.join(g['ref_slots_added']))}[/]")
     im = doc["image"]
     lines = []
     for key, label in (("exports_added", "exports added"), ("exports_removed", "exports removed"),
@@ -190,6 +194,8 @@ def render_diff(res: DiffResult, console: Console, *, verbose: bool = False) -> 
                        ("sections_added", "sections added"), ("sections_removed", "sections removed")):
         if im[key]:
             lines.append(f"{label}: {', '.join(im[key])}")
+    for e in im["import_dlls_renamed"]:
+        lines.append(f"import DLL renamed: {e['base']} → {e['new']}")
     for e in im["exports_repointed"]:
         lines.append(f"export {e['name']} re-pointed: {e['base']} → {e['new']}")
     for e in im["section_permissions_changed"]:
@@ -205,11 +211,11 @@ def render_diff(res: DiffResult, console: Console, *, verbose: bool = False) -> 
     if lines:
         console.print("[bold]image[/]")
         for ln in lines:
-            console.print(f"  {ln}")
+            console.print(f"  {ln}", markup=False)
     if verbose:
         for fd in res.functions:
             if fd.status == CHANGED:
-                console.print(f"\n[bold]{fd.name}[/]")
+                console.print(f"\n[bold]{esc(fd.name)}[/]")
                 for ln in unified(res, fd):
                     style = "green" if ln.startswith("+") else "red" if ln.startswith("-") else None
                     console.print(ln, style=style, markup=False)
