@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from conftest import IN_CI
 
-from pehotpatch.diff import CHANGED, diff_images
+from pehotpatch.diff import CHANGED, diff_images, listing
 from pehotpatch.image.loader import load_image
 
 
@@ -100,3 +100,16 @@ def test_renamed_import_dll_is_not_a_code_change():
     assert renamed[0].startswith("libscipy_openblas64_-ed4f") and renamed[1].startswith("libscipy_openblas64_-4e39")
     assert res.image.import_dlls_added == [renamed[1]]  # still reported as a new DLL
     assert res.changed_functions == []
+
+
+def test_pdata_range_holding_only_a_jump_table(numpy_diff):
+    # base 0xd2904 (56 bytes, its own .pdata entry) is a table of 14 RVAs of cases in
+    # the code before it (llvm-objdump decodes it as "jge; or eax, 0xd209900; ...").
+    # Shown as data, its entries compare by what they point to: unchanged although the
+    # code moved (0xd2904 -> 0xd2990).
+    res = numpy_diff
+    p = {p.base.rva: p for p in res.correlation.functions}[0xD2904]
+    assert p.new.rva == 0xD2990
+    assert 0xD2904 not in {f.base.rva for f in res.functions}
+    lines = listing(res.base.index, p.base)
+    assert len(lines) == 14 and all(ln.startswith(".long ") for ln in lines)

@@ -609,6 +609,22 @@ def test_x64_trailing_table_of_a_function_chunk():
     assert sym(a) == sym(c)
 
 
+def test_x64_table_opening_a_range_is_data():
+    # MSVC can give a switch table placed before a function tail its own .pdata entry:
+    # the range starts with the table's RVAs (cases of the parent chunk).
+    def chunk(rva, parent):
+        return struct.pack("<5I", *(parent + k * 0x13 for k in range(5))) + h("4883c428c3")
+
+    a = norm(X64, chunk(0x5004, 0x4000), 0x5004)
+    assert shape_lines(a)[:6] == [".long @"] * 5 + ["add rsp, 0x28"]
+    assert [r.target for r in a.refs] == [0x4000 + k * 0x13 for k in range(5)]
+    moved = norm(X64, chunk(0x9104, 0x8100), 0x9104)
+    assert moved.shape == a.shape and moved.refs[0].target == 0x8100
+    # three values are not enough to call it a table
+    short = norm(X64, struct.pack("<3I", 0x4000, 0x4013, 0x4026) + h("c3"), 0x5004)
+    assert not shape_lines(short)[0].startswith(".long")
+
+
 def test_x86_jump_table_with_relocations():
     def func(rva):
         c = bytearray(h("8b442404"))  # mov eax, dword ptr [esp + 4]

@@ -144,7 +144,10 @@ def _normalize_x86(
         tail = _trailing_rva_table(code, rva, pairs, sizes, regions)
         if tail is not None:
             regions.append(tail)
-            regions.sort()
+        head = _leading_rva_table(code, rva, regions)
+        if head is not None:
+            regions.append(head)
+        regions.sort()
     if regions:
         pairs, sizes = _decode_around(dec, dcode, code, rva, image_base, x64, base, regions)
         kept = [r for r in rels if not any(a <= r[0] < e for a, e, _k in regions)]
@@ -509,6 +512,27 @@ def _trailing_rva_table(
                     return (t, end, "long")
         t += 4
     return None
+
+
+_MIN_LEADING_ENTRIES = 4
+
+
+def _leading_rva_table(code: bytes, rva: int, regions: list[Region]) -> Region | None:
+    """A table of RVAs at the start of the range (x64): MSVC gives a function's tail its
+    own ``.pdata`` entry, and a switch table placed before that tail's code then opens
+    it.  At least four aligned 4-byte values from offset 0, each at least 0x1000 and
+    within ``_NEAR_RVA`` of the function."""
+    if rva & 3 or any(a < 4 * _MIN_LEADING_ENTRIES for a, _e, _k in regions):
+        return None
+    lo_ok, hi_ok = max(0x1000, rva - _NEAR_RVA), rva + _NEAR_RVA
+    e = 0
+    n = len(code) - 3
+    while e < n and lo_ok <= int.from_bytes(code[e : e + 4], "little") < hi_ok:
+        e += 4
+    if e < 4 * _MIN_LEADING_ENTRIES:
+        return None
+    floor = min((a for a, _e, _k in regions), default=len(code))
+    return (0, min(e, floor), "long")
 
 
 def _decode_around(
