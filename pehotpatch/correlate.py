@@ -8,8 +8,8 @@ Order of evidence, strongest first; every pair records how it was made:
    references (imports, named targets) occur exactly once on each side.
 3. ``call-graph``: paired functions with the same shape reference unpaired
    functions at the same positions; those targets pair up (majority vote).
-4. ``order``: between two paired neighbours, equal runs of unpaired functions pair
-   in address order.
+4. ``order``: between two paired neighbours, runs of unpaired functions pair in
+   address order (equal runs one to one, others along functions of similar size).
 
 The same alignment votes induce a map for unnamed data (``data_map``), so data
 referenced without a symbol compares by identity rather than by address.
@@ -17,6 +17,7 @@ referenced without a symbol compares by identity rather than by address.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -200,30 +201,94 @@ class _Pairer:
 
     # -- 4. order --------------------------------------------------------------------------
     def by_order(self) -> int:
-        anchors = sorted(self.fmap.items())
+        """Between two paired neighbours (pairs in the same order on both sides), unpaired
+        functions pair in address order: equal runs of up to 64 one to one when their
+        sizes are within a factor of 4; other runs by the longest in-order sequence of
+        functions of similar size (within 25 %)."""
+        anchors = _in_order(sorted(self.fmap.items()))
         bf = [f for f in self.base.functions if f.rva not in self.fmap]
         nf = [f for f in self.new.functions if f.rva not in self.rfmap]
         if not bf or not nf:
             return 0
         made = 0
         bounds = [(-1, -1), *anchors, (1 << 40, 1 << 40)]
-        import bisect
-
         bstarts = [f.rva for f in bf]
         nstarts = [f.rva for f in nf]
         for (b0, n0), (b1, n1) in zip(bounds, bounds[1:], strict=False):
-            if n1 <= n0:
-                continue
             bi = bf[bisect.bisect_right(bstarts, b0) : bisect.bisect_left(bstarts, b1)]
             ni = nf[bisect.bisect_right(nstarts, n0) : bisect.bisect_left(nstarts, n1)]
-            if bi and len(bi) == len(ni) and len(bi) <= 64:
-                for b, n in zip(bi, ni, strict=True):
-                    if b.named and n.named and canonical_name(b.name) != canonical_name(n.name):
-                        continue  # two different names are not the same function
-                    if max(b.size, n.size) <= 4 * max(1, min(b.size, n.size)):
-                        self.pair(b, n, "order")
-                        made += 1
+            if not bi or not ni:
+                continue
+            if len(bi) == len(ni) and len(bi) <= 64:
+                pairs = [(b, n) for b, n in zip(bi, ni, strict=True)
+                         if max(b.size, n.size) <= 4 * max(1, min(b.size, n.size))]
+            elif len(bi) * len(ni) <= _MAX_ALIGN_CELLS:
+                pairs = _align(bi, ni)
+            else:
+                continue
+            for b, n in pairs:
+                if b.named and n.named and canonical_name(b.name) != canonical_name(n.name):
+                    continue  # two different names are not the same function
+                if b.rva not in self.fmap and n.rva not in self.rfmap:
+                    self.pair(b, n, "order")
+                    made += 1
         return made
+
+
+_MAX_ALIGN_CELLS = 250_000
+
+
+def _similar(b: Function, n: Function) -> bool:
+    return 4 * abs(b.size - n.size) <= max(b.size, n.size)
+
+
+def _align(bi: list[Function], ni: list[Function]) -> list[tuple[Function, Function]]:
+    """The longest sequence of in-order pairs of similar size (an LCS)."""
+    m, n = len(bi), len(ni)
+    dp = [[0] * (n + 1) for _ in range(m + 1)]
+    for i in range(m - 1, -1, -1):
+        row, below = dp[i], dp[i + 1]
+        b = bi[i]
+        for j in range(n - 1, -1, -1):
+            if _similar(b, ni[j]):
+                row[j] = below[j + 1] + 1
+            else:
+                row[j] = max(below[j], row[j + 1])
+    out = []
+    i = j = 0
+    while i < m and j < n:
+        if _similar(bi[i], ni[j]) and dp[i][j] == dp[i + 1][j + 1] + 1:
+            out.append((bi[i], ni[j]))
+            i += 1
+            j += 1
+        elif dp[i + 1][j] >= dp[i][j + 1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def _in_order(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The longest subsequence of ``pairs`` (sorted by base address) whose new addresses
+    increase too: pairs that cross it would make the gaps between anchors meaningless."""
+    tails: list[int] = []  # tails[k]: new address ending the best chain of length k+1
+    tail_idx: list[int] = []
+    prev = [-1] * len(pairs)
+    for i, (_b, n) in enumerate(pairs):
+        k = bisect.bisect_left(tails, n)
+        if k == len(tails):
+            tails.append(n)
+            tail_idx.append(i)
+        else:
+            tails[k] = n
+            tail_idx[k] = i
+        prev[i] = tail_idx[k - 1] if k else -1
+    out = []
+    i = tail_idx[-1] if tail_idx else -1
+    while i >= 0:
+        out.append(pairs[i])
+        i = prev[i]
+    return out[::-1]
 
 
 def _winners(votes: dict[tuple[int, int], int]) -> list[tuple[int, int]]:

@@ -113,3 +113,25 @@ def test_pdata_range_holding_only_a_jump_table(numpy_diff):
     assert 0xD2904 not in {f.base.rva for f in res.functions}
     lines = listing(res.base.index, p.base)
     assert len(lines) == 14 and all(ln.startswith(".long ") for ln in lines)
+
+
+def test_order_pairs_look_alike_runs_by_size():
+    # msvc-runtime 14.42 -> 14.44 was rebuilt by a newer toolset: runs of unnamed
+    # functions that all changed size cannot pair by content, only by their order
+    # between paired neighbours.  vccorlib140 had 113 removed and 113 added functions
+    # before runs of unequal length were aligned by size; the pairs are the same code
+    # rebuilt.
+    import corpus
+
+    try:
+        a, b = (corpus.msvc_runtime(v) / "vccorlib140.dll" for v in corpus.MSVC_RUNTIME_VERSIONS)
+    except Exception as exc:
+        if IN_CI:
+            raise
+        pytest.skip(f"cannot download msvc-runtime: {exc}")
+    res = diff_images(load_image(a), load_image(b))
+    assert len(res.removed_functions) < 60 and len(res.added_functions) < 60
+    # base 0x65c0 -> 0x6780, 144 -> 150 bytes: llvm-objdump shows the same function
+    # with "andq $0x0, 0x20(%rax)" become "movq $0x0, 0x20(%rax)" before the same call.
+    p = {p.base.rva: p for p in res.correlation.functions}[0x65C0]
+    assert p.new.rva == 0x6780 and p.method == "order"
