@@ -52,8 +52,21 @@ bench: setup toolchain
 realworld: setup toolchain
 	$(PY) tools/realworld.py
 
+# The long fuzz run (docs/FUZZING.md): FUZZ_INPUTS inputs over every command on FUZZ_JOBS
+# cores, seeded with the samples, the real msvc-runtime DLLs (FUZZ_CORPUS=0: no network)
+# and the PDB reader's C/C++ test programs when clang-cl-22 is installed (FUZZ_BUILT=0:
+# not); prints inputs/s and findings, keeps them under fuzz-out/.
+FUZZ_INPUTS ?= 100000
+FUZZ_SEED   ?= 1
+FUZZ_JOBS   ?= 2
+FUZZ_CORPUS ?= 1
+FUZZ_BUILT  ?= 1
+fuzz: setup
+	$(PY) -m fuzz run --inputs $(FUZZ_INPUTS) --seed $(FUZZ_SEED) --jobs $(FUZZ_JOBS) --out fuzz-out \
+	    $(if $(filter 1,$(FUZZ_CORPUS)),--corpus) $(if $(filter 1,$(FUZZ_BUILT)),--built)
+
 lint: setup
-	$(PY) -m ruff check pehotpatch tests tools
+	$(PY) -m ruff check pehotpatch tests tools fuzz
 	$(PY) -m mypy pehotpatch
 
 clean:

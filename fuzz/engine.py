@@ -22,6 +22,7 @@ import multiprocessing as mp
 import os
 import queue as queue_mod
 import random
+import shlex
 import shutil
 import signal
 import sys
@@ -34,10 +35,10 @@ from typing import Any
 
 from pehotpatch.errors import PehpError
 
-from .cases import COMMANDS, ROOT, Case, Seeds, generate, materialize
+from .cases import COMMANDS, ROOT, Case, Seeds, cli_args, generate, materialize
 from .contract import check_cli
 from .regress import signature_key
-from .targets import run_case_inprocess
+from .targets import output_suffix, run_case_inprocess
 
 FAILURES = ("crash", "timeout", "memory")
 CLI_TIMEOUT = 60.0  # seconds the real CLI may take on one input
@@ -461,7 +462,10 @@ class Run:
         if self.seeds is None:
             self.seeds = Seeds(corpus=self.cfg.corpus, built=self.cfg.built)
         with contextlib.suppress(Exception):  # the recipe is what matters
-            materialize(Case.from_json(small), self.seeds, d / "input")
+            small_case = Case.from_json(small)
+            inp = materialize(small_case, self.seeds, d / "input")
+            args = cli_args(small_case, inp, d / f"report{output_suffix(small_case)}")
+            (d / "command.txt").write_text(shlex.join(["pehp", *args]) + "\n")
         entry = {"signature": sig, "kind": failure["kind"], "input": i, "dir": str(d),
                  "cli_problems": failure.get("cli", [])}
         s.findings.append(entry)

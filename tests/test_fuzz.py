@@ -30,7 +30,7 @@ from fuzz.mutators import op_type_cycle  # noqa: E402
 from fuzz.regress import known_keys, load, recipes, seed_digests, signature_key  # noqa: E402
 from pehotpatch.errors import FormatError, InputError  # noqa: E402
 
-CI_INPUTS = 2400
+CI_INPUTS = 3000
 CI_SEED = 20261121
 X64 = ROOT / "samples" / "x64" / "fix_globals"
 X86 = ROOT / "samples" / "x86" / "fix_globals"
