@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pehotpatch.disasm import NormalizedCode
 from pehotpatch.disasm.model import CALL, JUMP
@@ -36,8 +36,7 @@ ABS_INTERNAL = 2  # relocated absolute address inside the function (an internal 
 _BRANCHES = frozenset((CALL, JUMP))
 
 
-@dataclass(frozen=True, slots=True)
-class Template:
+class Template(NamedTuple):
     size: int
     masked: bytes  # the function's bytes with every field zeroed
     relocs: tuple[int, ...]  # offsets of the relocations inside the function

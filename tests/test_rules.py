@@ -323,7 +323,7 @@ def test_hp702_entry_is_branch_target():
     d = clean()
     fb = next(fd.base for fd in d.functions if fd.new.name == "telemetry_checksum")
     codes0 = dict(d.codes[0])
-    codes0[fb.rva] = dataclasses.replace(codes0[fb.rva], entry_is_branch_target=True)
+    codes0[fb.rva] = codes0[fb.rva]._replace(entry_is_branch_target=True)
     res = check(variant(d, codes=(codes0, d.codes[1])))
     f = only(res, "HP702")
     assert f.symbol == "telemetry_checksum" and f.severity == "error"
