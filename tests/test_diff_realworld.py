@@ -135,3 +135,13 @@ def test_order_pairs_look_alike_runs_by_size():
     # with "andq $0x0, 0x20(%rax)" become "movq $0x0, 0x20(%rax)" before the same call.
     p = {p.base.rva: p for p in res.correlation.functions}[0x65C0]
     assert p.new.rva == 0x6780 and p.method == "order"
+
+
+def test_chunk_reading_a_table_through_the_parents_image_base(numpy_diff):
+    # base 0x187316 -> 0x187286, a chunk: "mov rax, [rdi + r11*8 + 0x2ef750]" became
+    # "... + 0x2ef800]" (llvm-objdump): rdi holds __ImageBase (loaded by the parent chunk)
+    # and the displacement is the RVA of a table that moved with the data.
+    res = numpy_diff
+    p = {p.base.rva: p for p in res.correlation.functions}[0x187316]
+    assert p.new.rva == 0x187286
+    assert 0x187316 not in {f.base.rva for f in res.functions}

@@ -625,6 +625,18 @@ def test_x64_table_opening_a_range_is_data():
     assert not shape_lines(short)[0].startswith(".long")
 
 
+def test_x64_chunk_indexing_from_the_parents_image_base():
+    # A function chunk without its own __ImageBase load: the register came from the
+    # parent chunk, and the displacement is the RVA of a table that moves with the data.
+    a = norm(X64, h("4a8b84df50f72e00c3"), 0x187316)  # mov rax, [rdi + r11*8 + 0x2ef750]
+    assert shape_lines(a)[0] == "mov rax, qword ptr [rdi + r11*8 + @]"
+    assert [(r.kind, r.target) for r in a.refs] == [("data", 0x2EF750)]
+    assert a.position_dependent
+    # small displacements are struct offsets, not addresses
+    b = norm(X64, h("4a8b84df20000000c3"), 0x187316)  # mov rax, [rdi + r11*8 + 0x20]
+    assert b.refs == [] and "0x20" in shape_lines(b)[0]
+
+
 def test_x86_jump_table_with_relocations():
     def func(rva):
         c = bytearray(h("8b442404"))  # mov eax, dword ptr [esp + 4]

@@ -105,6 +105,21 @@ _LONG_ABS_RE = re.compile(r"\n\.long (0x[0-9a-f]+)(?=\n)")
 _NEAR_RVA = 0x1000000
 _FLOW_END = frozenset((b"ret", b"jmp", b"int3", b"ud2", b"nop", b"notrack jmp"))
 
+# Index displacements taken for RVAs without a __ImageBase load in the function: at
+# least this large, and within _NEAR_RVA of the code.
+_MIN_INHERITED_RVA = 0x10000
+
+
+class _AnyRegister:
+    """Every register holds __ImageBase from before the first line (a function chunk)."""
+
+    @staticmethod
+    def get(_reg: str, _default: int) -> int:
+        return -1
+
+
+_ANY_REGISTER = _AnyRegister()
+
 # A table inside the function: (offset, entry size); regions: (start, end, kind)
 Table = tuple[int, int]
 Region = tuple[int, int, str]
@@ -269,11 +284,21 @@ class _X86Pass:
                 nstages += 1
 
         # Displacements relative to a register holding __ImageBase
+        inherited = False
         if imagebase_regs:
             new = self._imagebase_refs(text, imagebase_regs, insn_offsets, first, refs)
             if new is not None:
                 text = new
                 nstages += 1
+        elif x64 and "*" in text:
+            # A function chunk can use the register its parent loaded: an index
+            # displacement that looks like an RVA near the code is taken for one.
+            new = self._imagebase_refs(text, _ANY_REGISTER, insn_offsets, first, refs,
+                                       lo=max(_MIN_INHERITED_RVA, rva - _NEAR_RVA), hi=rva + _NEAR_RVA)
+            if new is not None:
+                text = new
+                nstages += 1
+                inherited = True
 
         # Table entries pointing outside the function
         if self.regions and "\n.long 0x" in text:
@@ -288,16 +313,18 @@ class _X86Pass:
         if nstages > 1:
             refs.sort(key=_REF_OFFSET)
         nc = NormalizedCode(text[1:-1], refs, insn_offsets, sizes[0], self.hp_nop, total, machine)
-        nc.position_dependent = bool(imagebase_regs or self.regions or self.tables)
+        nc.position_dependent = bool(imagebase_regs or inherited or self.regions or self.tables)
         return nc
 
     def _imagebase_refs(
         self,
         text: str,
-        imagebase_regs: dict[str, int],
+        imagebase_regs: dict[str, int] | _AnyRegister,
         insn_offsets: list[int],
         first: int,
         refs: list[Ref],
+        lo: int = _MIN_TABLE_RVA,
+        hi: int = 1 << 62,
     ) -> str | None:
         """``[reg + reg*s + disp]`` after ``reg`` was loaded with ``__ImageBase``: the
         displacement is an RVA (a table or array).  A table inside the function is noted
@@ -319,7 +346,7 @@ class _X86Pass:
             ):
                 continue
             target = int(m.group(4), 16)
-            if target < _MIN_TABLE_RVA:
+            if not lo <= target < hi:
                 continue
             pieces.append(text[last : m.start(4)])
             last = m.end(4)
