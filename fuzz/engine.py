@@ -224,7 +224,8 @@ def case_for(cfg: Config, seeds: Seeds, index: int) -> Case:
     return generate(random.Random(f"{cfg.seed}:{index}"), seeds, cfg.commands)
 
 
-def _worker(wid: int, start: int, cfg: Config, q: Any, current: Any, started: Any) -> None:
+def _worker(wid: int, start: int, cfg: Config, q: Any, current: Any, started: Any,
+            scratch: Path) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C
     cfg.out.mkdir(parents=True, exist_ok=True)
     stacks = open(cfg.out / f"worker-{wid}.stacks", "a")  # noqa: SIM115 - lives as long as the worker
@@ -232,7 +233,7 @@ def _worker(wid: int, start: int, cfg: Config, q: Any, current: Any, started: An
     if cfg.mem_mb:
         _cap_memory(cfg.mem_mb)
     seeds = Seeds(corpus=cfg.corpus, built=cfg.built)
-    scratch = _scratch()
+    scratch.mkdir()
     seen: set[str] = set()
     done_here = 0
     try:
@@ -309,10 +310,12 @@ class Run:
         procs: dict[int, Any] = {}
 
         def spawn(wid: int, start: int) -> None:
-            p = ctx.Process(target=_worker, args=(wid, start, cfg, q, current, started), daemon=True)
+            p = ctx.Process(target=_worker, daemon=True,
+                            args=(wid, start, cfg, q, current, started, scratch / f"w{wid}-{start}"))
             p.start()
             procs[wid] = p
 
+        scratch = _scratch()
         if cfg.corpus or cfg.built:  # download and build once, before the workers look
             self.seeds = Seeds(corpus=cfg.corpus, built=cfg.built)
         t0 = time.perf_counter()
@@ -374,6 +377,7 @@ class Run:
         finally:
             for p in procs.values():
                 p.join(timeout=5)
+            shutil.rmtree(scratch, ignore_errors=True)  # also what a killed worker left
         self.summary.seconds = time.perf_counter() - t0
         self._write_summary()
         return self.summary
@@ -438,7 +442,7 @@ class Run:
         s = self.summary
         s.inputs += 1
         s.counts[case.command]["timeout" if kind == "timeout" else "crash"] += 1
-        failure = {"kind": kind, "signature": f"{kind}: {why.split(' (')[0]} ({case.command})",
+        failure = {"kind": kind, "signature": f"{kind}: {why.splitlines()[0].split(' (')[0]} ({case.command})",
                    "detail": why, "cli": []}
         self._finding(i, failure, case.to_json(), case.to_json())
 
