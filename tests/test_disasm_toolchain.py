@@ -26,12 +26,11 @@ if not all(shutil.which(t) for t in ("clang-cl-22", "lld-link-22", "llvm-dlltool
 COMMON = """
 __declspec(dllimport) unsigned long __stdcall GetTickCount(void);
 """
-V1 = (
-    COMMON
-    + """
+GLOBALS = """
 __declspec(dllexport) int g_counter;
 __declspec(dllexport) int g_table[16] = {1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16};
-__declspec(dllexport) __declspec(noinline) int helper(int x) { return x * 3 + g_table[x & 15]; }
+"""
+SHARED = """__declspec(dllexport) __declspec(noinline) int helper(int x) { return x * 3 + g_table[x & 15]; }
 __declspec(dllexport) __declspec(noinline) int moved(int x) {
     g_counter += x;
     for (int i = 0; i < x; i++) g_counter ^= g_table[i & 15] + i;
@@ -42,29 +41,16 @@ __declspec(dllexport) __declspec(noinline) int simple(int x) {
     if (r > 10) r += helper(r) + g_counter;
     return r;
 }
-__declspec(dllexport) __declspec(noinline) int changed(int x) { return helper(x) - 1; }
 """
-)
+V1 = COMMON + GLOBALS + SHARED + "__declspec(dllexport) __declspec(noinline) int changed(int x) { return helper(x) - 1; }\n"
+# V2: a new global and a new function in front move everything else
 V2 = (
     COMMON
-    + """
-__declspec(dllexport) int g_added[64] = {7};
-__declspec(dllexport) int g_counter;
-__declspec(dllexport) int g_table[16] = {1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16};
-__declspec(dllexport) __declspec(noinline) int added(int x) { return g_added[x & 63] * x + 11; }
-__declspec(dllexport) __declspec(noinline) int helper(int x) { return x * 3 + g_table[x & 15]; }
-__declspec(dllexport) __declspec(noinline) int moved(int x) {
-    g_counter += x;
-    for (int i = 0; i < x; i++) g_counter ^= g_table[i & 15] + i;
-    return helper(x) + g_table[2] + (int)GetTickCount();
-}
-__declspec(dllexport) __declspec(noinline) int simple(int x) {
-    int r = helper(x);
-    if (r > 10) r += helper(r) + g_counter;
-    return r;
-}
-__declspec(dllexport) __declspec(noinline) int changed(int x) { return helper(x) - 2; }
-"""
+    + "\n__declspec(dllexport) int g_added[64] = {7};"
+    + GLOBALS
+    + "__declspec(dllexport) __declspec(noinline) int added(int x) { return g_added[x & 63] * x + 11; }\n"
+    + SHARED
+    + "__declspec(dllexport) __declspec(noinline) int changed(int x) { return helper(x) - 2; }\n"
 )
 
 # machine -> (clang target, lld /machine, llvm-dlltool -m, kernel32 export spelling)
