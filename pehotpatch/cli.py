@@ -135,6 +135,8 @@ def info(
             render_symbols(li, console)
 
 
+BaseImage = Annotated[Path, typer.Argument(help="The deployed (base) image.")]
+IntermediateImage = Annotated[Path, typer.Argument(help="The rebuilt image with the fix.")]
 PdbBase = Annotated[Path | None, typer.Option("--pdb-base", help="PDB of the base image.")]
 PdbNew = Annotated[Path | None, typer.Option("--pdb", help="PDB of the intermediate image.")]
 Objects = Annotated[Path | None, typer.Option("--objects", help="Directory of the intermediate's .obj files.")]
@@ -159,8 +161,8 @@ def load_pair(base: Path, intermediate: Path, pdb_base: Path | None, pdb: Path |
 
 @app.command()
 def diff(
-    base: Annotated[Path, typer.Argument(help="The deployed (base) image.")],
-    intermediate: Annotated[Path, typer.Argument(help="The rebuilt image with the fix.")],
+    base: BaseImage,
+    intermediate: IntermediateImage,
     pdb_base: PdbBase = None,
     pdb: PdbNew = None,
     objects: Objects = None,

@@ -195,8 +195,10 @@ def register(app: typer.Typer) -> None:
     if any(c.name == "check" for c in app.registered_commands):
         return
     from pehotpatch.cli import (
+        BaseImage,
         FunctionsFile,
         IgnoreMismatch,
+        IntermediateImage,
         Jobs,
         Objects,
         PdbBase,
@@ -216,8 +218,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("check")
     def check(
-        base: Annotated[Path, typer.Argument(help="The deployed (base) image.")],
-        intermediate: Annotated[Path, typer.Argument(help="The rebuilt image with the fix.")],
+        base: BaseImage,
+        intermediate: IntermediateImage,
         pdb_base: PdbBase = None,
         pdb: PdbNew = None,
         objects: Objects = None,
