@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pehotpatch.errors import FormatError, InputError, read_capped
 from pehotpatch.image.checksum import pe_checksum
+from pehotpatch.image.headers import load_config_struct
 from pehotpatch.image.machine import Machine
 
 # Section characteristics
@@ -46,7 +47,8 @@ EX_DLLCHAR_HOTPATCH_COMPATIBLE = 0x80
 EX_DLLCHAR_CET_COMPAT = 0x01
 
 # Offset of HotPatchTableOffset inside IMAGE_LOAD_CONFIG_DIRECTORY{32,64}
-HOTPATCH_TABLE_OFFSET_FIELD = {Machine.X86: 0x94, Machine.X64: 0xF0, Machine.ARM64: 0xF0}
+HOTPATCH_TABLE_OFFSET_FIELD = {m: load_config_struct(m.pointer_size).offset("HotPatchTableOffset")
+                               for m in (Machine.X86, Machine.X64, Machine.ARM64)}
 
 MAX_SECTIONS = 96  # the loader's own limit
 MAX_FILE_SIZE = 2 * 1024**3
@@ -164,6 +166,7 @@ class LoadConfig:
     hotpatch_table_offset: int | None  # None when Size does not cover the field
     guard_flags: int | None
     cfg_functions: tuple[int, ...] = ()
+    fields: dict[str, int] = field(default_factory=dict, compare=False)  # every field Size covers
 
     @property
     def covers_hotpatch_field(self) -> bool:
@@ -801,10 +804,6 @@ def _delay_imports(img: PEImage, parser: _Parser) -> None:
     raise parser.fail("delay-import directory is not terminated")
 
 
-# Offsets in IMAGE_LOAD_CONFIG_DIRECTORY{64,32}: GuardCFFunctionTable, Count, GuardFlags
-_LC_CFG = {8: (0x80, 0x88, 0x90), 4: (0x50, 0x54, 0x58)}
-
-
 def _load_config(img: PEImage, parser: _Parser) -> None:
     lc_rva, lc_dir_size = img.directory(DIR_LOAD_CONFIG)
     if not lc_rva:
@@ -818,16 +817,13 @@ def _load_config(img: PEImage, parser: _Parser) -> None:
     body = img.try_read(lc_rva, lc_size)
     if body is None:
         raise parser.fail("load config directory runs past its section")
-    field_off = HOTPATCH_TABLE_OFFSET_FIELD[img.machine]
-    hp = struct.unpack_from("<I", body, field_off)[0] if lc_size >= field_off + 4 else None
     ptr = img.machine.pointer_size
-    t_off, c_off, f_off = _LC_CFG[ptr]
-    pfmt = "<Q" if ptr == 8 else "<I"
-    guard_flags = struct.unpack_from("<I", body, f_off)[0] if lc_size >= f_off + 4 else None
+    fields = load_config_struct(ptr).decode(body, limit=lc_size)
+    hp = fields.get("HotPatchTableOffset")
+    guard_flags = fields.get("GuardFlags")
     cfg: tuple[int, ...] = ()
-    if guard_flags is not None and lc_size >= c_off + ptr:
-        (table_va,) = struct.unpack_from(pfmt, body, t_off)
-        (count,) = struct.unpack_from(pfmt, body, c_off)
+    if guard_flags is not None and "GuardCFFunctionCount" in fields:
+        table_va, count = fields["GuardCFFunctionTable"], fields["GuardCFFunctionCount"]
         stride = 4 + ((guard_flags >> 28) & 0xF)
         if table_va and count:
             if count > MAX_THUNKS:
@@ -836,4 +832,4 @@ def _load_config(img: PEImage, parser: _Parser) -> None:
             if blob is None:
                 raise parser.fail("CFG function table lies outside every section")
             cfg = tuple(struct.unpack_from("<I", blob, i * stride)[0] for i in range(count))
-    img.load_config = LoadConfig(lc_rva, lc_size, lc_dir_size, hp, guard_flags, cfg)
+    img.load_config = LoadConfig(lc_rva, lc_size, lc_dir_size, hp, guard_flags, cfg, fields)
