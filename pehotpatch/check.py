@@ -17,16 +17,11 @@ from pehotpatch.diff import DiffResult
 from pehotpatch.errors import EXIT_OK, EXIT_REJECTED
 from pehotpatch.rules import ERROR, NOTE, RULES, WARNING, Finding, all_rules, finding, run_rules
 from pehotpatch.rules.context import Context
+from pehotpatch.rules.options import CheckOptions
 from pehotpatch.waivers import Waiver, validate
 
 PATCHABLE = "patchable"
 REJECTED = "rejected"
-
-
-@dataclass(frozen=True)
-class CheckOptions:
-    allow_new_imports: bool = False  # HP212 becomes a note (engines that resolve new imports)
-    today: _dt.date | None = None  # for waiver expiry; default: the local date
 
 
 @dataclass

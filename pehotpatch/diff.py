@@ -14,7 +14,6 @@ import bisect
 import re
 import struct
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pehotpatch.codemap import (
@@ -556,31 +555,3 @@ def _compare_image(bix: SymbolIndex, nix: SymbolIndex, corr: Correlation) -> Ima
                            [describe_target(nix, t) for t in n.tls_callbacks])
     d.resources_changed = b.resource_digest != n.resource_digest
     return d
-
-
-def listing(ix: SymbolIndex, f: Function) -> list[str]:
-    """The normalised listing of one function, for unified diffs."""
-    return list(iter_listing(ix, f))
-
-
-def iter_listing(ix: SymbolIndex, f: Function) -> Iterator[str]:
-    nc = normalize_function(ix.image, f)
-    return nc.iter_listing(lambda t: describe_target(ix, t))
-
-
-def mapped_listing(base: SymbolIndex, new: SymbolIndex, corr: Correlation, f: Function) -> list[str]:
-    """A base function's listing with targets named as their new-side counterparts."""
-    return list(iter_mapped_listing(base, new, corr, f))
-
-
-def iter_mapped_listing(base: SymbolIndex, new: SymbolIndex, corr: Correlation, f: Function) -> Iterator[str]:
-    nc = normalize_function(base.image, f)
-
-    def name(t: int) -> str:
-        fb = base.function_at(t)
-        if fb is not None and fb.rva in corr.function_map:
-            fn = new.function_by_rva[corr.function_map[fb.rva]]
-            return fn.name if t == fb.rva else f"{fn.name}+{t - fb.rva:#x}"
-        return describe_target(base, t)
-
-    return nc.iter_listing(name)

@@ -81,7 +81,8 @@ class Struct:
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
-        for f in (*self.fields, *self.blobs):
+        members: list[Field | Blob] = [*self.fields, *self.blobs]
+        for f in members:
             if f.name in seen:
                 raise StructError(f"{self.name}: field {f.name} declared twice")
             seen.add(f.name)

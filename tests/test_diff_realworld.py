@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 from conftest import IN_CI
 
-from pehotpatch.diff import CHANGED, diff_images, listing
+from pehotpatch.diff import CHANGED, diff_images
 from pehotpatch.image.loader import load_image
+from pehotpatch.listing import listing
 
 
 def _diff_release_pair(pattern: str):

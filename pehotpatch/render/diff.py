@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-from itertools import zip_longest
 from typing import Any
 
 from rich.console import Console
@@ -18,33 +17,15 @@ from pehotpatch.diff import (
     THROUGH_DATA,
     DiffResult,
     FunctionDiff,
-    iter_listing,
-    iter_mapped_listing,
-    listing,
-    mapped_listing,
 )
 from pehotpatch.image.loader import LoadedImage
+from pehotpatch.listing import first_difference, listing, mapped_listing
 
 DIFF_SCHEMA_VERSION = 1
 
 
 def hx(v: int | None) -> str | None:
     return None if v is None else f"{v:#x}"
-
-
-def first_difference(res: DiffResult, fd: FunctionDiff) -> tuple[str, str] | None:
-    """The first differing normalised instruction (base, new) of a changed function."""
-    if fd.ref_difference is not None:
-        r = fd.ref_difference
-        return (f"+{r.offset_base:#x} {r.kind} {r.base_target}", f"+{r.offset_new:#x} {r.kind} {r.new_target}")
-    if fd.status != CHANGED:
-        return None
-    a = iter_mapped_listing(res.base.index, res.new.index, res.correlation, fd.base)
-    b = iter_listing(res.new.index, fd.new)
-    for x, y in zip_longest(a, b):
-        if x != y:
-            return (x if x is not None else "(end)", y if y is not None else "(end)")
-    return None
 
 
 def unified(res: DiffResult, fd: FunctionDiff) -> list[str]:

@@ -10,16 +10,14 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pehotpatch.codemap import KIND_NAMES, FuncCode
 from pehotpatch.diff import CHANGED, THROUGH_DATA, DiffResult, FunctionDiff, describe_target
 from pehotpatch.hotpatch_set import HotpatchSet, add_code_evidence
 from pehotpatch.image.machine import Machine
 from pehotpatch.image.symbols import Function, Global, SymbolIndex, plain_name, ref_target_name
-
-if TYPE_CHECKING:  # pragma: no cover
-    from pehotpatch.check import CheckOptions
+from pehotpatch.rules.options import CheckOptions
 
 
 @dataclass(frozen=True, slots=True)

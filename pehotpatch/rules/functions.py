@@ -50,7 +50,7 @@ def check_functions(ctx: Context) -> Iterator[Finding]:
 def _unmarked(ctx: Context) -> Iterator[Finding]:
     if not any(fd.status == CHANGED and not ctx.in_set(fd.new) for fd in ctx.changed):
         return
-    from pehotpatch.render.diff import first_difference
+    from pehotpatch.listing import first_difference
 
     for fd in ctx.changed:
         if fd.status != CHANGED or ctx.in_set(fd.new):
