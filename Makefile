@@ -8,7 +8,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 DEMO   ?= samples/x64/fix_globals
 
-.PHONY: setup toolchain test test-fast demo samples bench realworld lint typecheck fuzz clean
+.PHONY: setup toolchain wine test test-fast demo samples bench realworld lint typecheck fuzz clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,14 @@ toolchain:
 	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends clang-22 lld-22 llvm-22 >/dev/null; \
 	fi
 
-test: setup toolchain
+# wine64 from Debian (runs the x64 images in tests/test_wine*.py), only when missing.
+wine:
+	@if [ ! -x /usr/lib/wine/wine64 ]; then \
+	  echo "installing wine64"; \
+	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends wine64 >/dev/null; \
+	fi
+
+test: setup toolchain wine
 	$(PY) -m pytest -q
 
 test-fast: setup
