@@ -35,7 +35,7 @@ def run_info(case: Case, inp: Inputs) -> None:
     assert inp.image is not None
     o = case.options
     if symbols_wanted(case):
-        from pehotpatch.image.loader import load_image
+        from pehotpatch.api import load_image
 
         li = load_image(inp.image, pdb=inp.pdb, objects=inp.objects, functions_file=inp.functions_file,
                         ignore_pdb_mismatch=bool(o.get("ignore_pdb_mismatch")))
@@ -57,15 +57,15 @@ def run_info(case: Case, inp: Inputs) -> None:
 
 
 def run_diff(case: Case, inp: Inputs) -> None:
-    from pehotpatch.cli import load_pair
-    from pehotpatch.diff import diff_images
+    from pehotpatch.api import diff_loaded, load_pair
     from pehotpatch.render.diff import diff_to_json, render_diff
 
     assert inp.base is not None and inp.intermediate is not None
     o = case.options
-    b, n = load_pair(inp.base, inp.intermediate, inp.pdb_base, inp.pdb, inp.objects,
-                     inp.functions_file, bool(o.get("ignore_pdb_mismatch")))
-    res = diff_images(b, n, jobs=1)
+    b, n = load_pair(inp.base, inp.intermediate, pdb_base=inp.pdb_base, pdb=inp.pdb,
+                     objects=inp.objects, functions_file=inp.functions_file,
+                     ignore_pdb_mismatch=bool(o.get("ignore_pdb_mismatch")))
+    res = diff_loaded(b, n, jobs=1)
     verbose = bool(o.get("verbose"))
     if o["format"] == "json":
         _document(diff_to_json(res, verbose=verbose))
@@ -74,7 +74,7 @@ def run_diff(case: Case, inp: Inputs) -> None:
 
 
 def run_check(case: Case, inp: Inputs) -> None:
-    from pehotpatch.cli_check import check_pair
+    from pehotpatch.api import check_pair
     from pehotpatch.render.check import check_to_json, render_check
     from pehotpatch.render.sarif import sarif_log
 
@@ -94,36 +94,37 @@ def run_check(case: Case, inp: Inputs) -> None:
 
 
 def run_check_tree(case: Case, inp: Inputs) -> str | None:
-    from pehotpatch.cli_check import check_pair, run_tree, sidecars
+    from pehotpatch.api import check_pair, check_tree
     from pehotpatch.render.check import render_tree, tree_to_json
     from pehotpatch.render.sarif import sarif_log
+    from pehotpatch.tree import sidecars
 
     assert inp.base is not None and inp.intermediate is not None
     o = case.options
-    entries = run_tree(inp.base, inp.intermediate, jobs=1, waivers=inp.waivers,
+    entries = check_tree(inp.base, inp.intermediate, jobs=1, waivers=inp.waivers,
                        allow_new_imports=bool(o.get("allow_new_imports")),
                        ignore_pdb_mismatch=bool(o.get("ignore_pdb_mismatch")))
     for e in entries:
-        msg = e.get("message", "")
-        if e["status"] == "error" and msg.startswith(("internal error", "worker failed")):
+        msg = e.message
+        if e.status == "error" and msg.startswith(("internal error", "worker failed")):
             # Reproduce it outside the tree worker, which turned it into a message.
-            b, n = inp.base / e["image"], inp.intermediate / e["image"]
+            b, n = inp.base / e.image, inp.intermediate / e.image
             ff, objs = sidecars(n, 1)
             check_pair(b, n, objects=objs, functions_file=ff, waivers=inp.waivers,
                        ignore_pdb_mismatch=bool(o.get("ignore_pdb_mismatch")),
                        allow_new_imports=bool(o.get("allow_new_imports")), jobs=1)
-            raise TreeInternalError(f"{e['image']}: {msg}")
-    public = [{k: v for k, v in e.items() if k != "result"} for e in entries]
+            raise TreeInternalError(f"{e.image}: {msg}")
+    public = [e.to_json() for e in entries]
     fmt = o["format"]
     if fmt == "json":
         _document(tree_to_json(public))
     elif fmt == "sarif":
-        results = [e["result"] for e in entries if "result" in e]
-        errors = [(e["image"], e["message"]) for e in entries if e["status"] == "error"]
+        results = [e.result for e in entries if e.result is not None]
+        errors = [(e.image, e.message) for e in entries if e.status == "error"]
         _document(sarif_log(results, errors))
     else:
         render_tree(public, _console())
-    return "error" if any(e["status"] == "error" for e in entries) else None
+    return "error" if any(e.status == "error" for e in entries) else None
 
 
 TARGETS = {"info": run_info, "diff": run_diff, "check": run_check, "check-tree": run_check_tree}

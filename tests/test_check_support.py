@@ -64,7 +64,6 @@ def of(res: CheckResult, rule: str, *, waived: bool = False):
 
 
 def register_cli():
-    from pehotpatch import cli, cli_check
+    from pehotpatch import cli
 
-    cli_check.register(cli.app)
     return cli

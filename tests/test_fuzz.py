@@ -237,7 +237,7 @@ def test_names_with_markup_are_printed_literally(seeds, tmp_path):
 
     from rich.console import Console
 
-    from pehotpatch.cli_check import run_tree
+    from pehotpatch.api import check_tree
     from pehotpatch.image.pe import load_pe
     from pehotpatch.render.check import render_tree
     from pehotpatch.render.info import render_info
@@ -252,5 +252,5 @@ def test_names_with_markup_are_printed_literally(seeds, tmp_path):
     assert "[/]" in text(lambda c: render_info(load_pe(inp.image), c))
     doc = load(ROOT / "tests" / "data" / "fuzz" / "markup-check-tree-text.json")
     inp = materialize(Case.from_json(doc["case"]), seeds, tmp_path / "tree")
-    entries = run_tree(inp.base, inp.intermediate)
+    entries = [e.to_json() for e in check_tree(inp.base, inp.intermediate)]
     assert "[/bold]" in text(lambda c: render_tree(entries, c))

@@ -1,0 +1,5 @@
+import sys
+
+from pehotpatch.cli import main
+
+sys.exit(main())
