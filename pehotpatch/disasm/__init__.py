@@ -4,7 +4,7 @@
 into a :class:`NormalizedCode`: a layout-independent ``shape`` string plus the external
 references (:class:`Ref`) it makes, in order.  Compare two functions with
 ``a.key(name_of_a) == b.key(name_of_b)``; ``listing(name_of)`` gives per-instruction
-lines for a unified diff.  See :mod:`pehotpatch.disasm.normalize` and
+lines for a unified diff.  See :mod:`pehotpatch.disasm.x86` and
 :mod:`pehotpatch.disasm.arm64` for the rules.
 """
 
