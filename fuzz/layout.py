@@ -27,8 +27,8 @@ from pehotpatch.image.pe import (
     DIR_TLS,
     HOTPATCH_TABLE_OFFSET_FIELD,
     PEImage,
-    parse_pe,
 )
+from pehotpatch.image.pe_reader import parse_pe
 
 MAX_FIELDS_PER_GROUP = 4000
 

@@ -41,7 +41,7 @@ def run_info(case: Case, inp: Inputs) -> None:
                         ignore_pdb_mismatch=bool(o.get("ignore_pdb_mismatch")))
         img = li.pe
     else:
-        from pehotpatch.image.pe import load_pe
+        from pehotpatch.image.pe_reader import load_pe
 
         img = load_pe(inp.image)
     if o["format"] == "json":

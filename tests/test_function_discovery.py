@@ -8,7 +8,7 @@ import pytest
 from conftest import SAMPLES
 
 from pehotpatch.image.pdb import load_pdb
-from pehotpatch.image.pe import load_pe
+from pehotpatch.image.pe_reader import load_pe
 from pehotpatch.image.symbols import build_index, call_scan_targets
 
 X86_IMAGES = sorted(SAMPLES.glob("x86/*/*.dll"))

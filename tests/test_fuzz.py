@@ -238,7 +238,7 @@ def test_names_with_markup_are_printed_literally(seeds, tmp_path):
     from rich.console import Console
 
     from pehotpatch.api import check_tree
-    from pehotpatch.image.pe import load_pe
+    from pehotpatch.image.pe_reader import load_pe
     from pehotpatch.render.check import render_tree
     from pehotpatch.render.info import render_info
 

@@ -209,7 +209,7 @@ def test_overlapping_section_raw_data_reads_as_the_loader_maps_it(tmp_path):
     _bounded(r)
     doc = json.loads(r.stdout)
     assert [s["name"] for s in doc["sections"]] == [s[0] for s in sections(d)]
-    from pehotpatch.image.pe import parse_pe
+    from pehotpatch.image.pe_reader import parse_pe
 
     img = parse_pe(bytes(d), "overlap.dll")
     assert img.read(img.section_named(".data").rva, 64) == img.read(img.section_named(".rdata").rva, 64)

@@ -6,7 +6,7 @@ import pefile
 import pytest
 
 from pehotpatch.image.machine import Machine
-from pehotpatch.image.pe import load_pe, parse_pe
+from pehotpatch.image.pe_reader import load_pe, parse_pe
 
 MACHINES = {0x8664: Machine.X64, 0x14C: Machine.X86, 0xAA64: Machine.ARM64}
 

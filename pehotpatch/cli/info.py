@@ -46,7 +46,7 @@ def command(
                         ignore_pdb_mismatch=ignore_pdb_mismatch)
         img = li.pe
     else:
-        from pehotpatch.image.pe import load_pe
+        from pehotpatch.image.pe_reader import load_pe
 
         img = load_pe(image)
     if json_out or output is not None:

@@ -13,7 +13,8 @@ from typing import Any
 
 from pehotpatch.errors import FormatError, InputError
 from pehotpatch.hotpatch_set import HotpatchSet, build_hotpatch_set, canonicalize
-from pehotpatch.image.pe import PEImage, load_pe
+from pehotpatch.image.pe import PEImage
+from pehotpatch.image.pe_reader import load_pe
 from pehotpatch.image.symbols import SymbolIndex, build_index
 from pehotpatch.perf import paused_gc
 
