@@ -14,13 +14,17 @@ file and the problem) on bad input.  The `pehp` command line is a thin shell ove
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from pehotpatch.check import CheckResult
     from pehotpatch.diff import DiffResult
+    from pehotpatch.emit.final import EmitResult
     from pehotpatch.image.loader import LoadedImage
+    from pehotpatch.plan.model import PatchPlan
+    from pehotpatch.table.decode import TableReading
     from pehotpatch.tree import TreeEntry
     from pehotpatch.waivers import Waiver
 
@@ -137,4 +141,113 @@ def check_tree(base_dir: PathLike, intermediate_dir: PathLike, *, jobs: int = 1,
                     progress=progress)
 
 
-__all__ = ["load_image", "load_pair", "diff_loaded", "diff_pair", "check_diff", "check_pair", "check_tree"]
+@dataclass
+class FinalImage:
+    """What :func:`emit_final` produced: the check, the plan and the written image."""
+
+    check: CheckResult
+    plan: PatchPlan
+    emitted: EmitResult
+
+
+def plan_diff(diff: DiffResult, *, check: CheckResult | None = None, sequence: int = 1,
+              allow_new_imports: bool = False) -> PatchPlan:
+    """The patch plan of a diff, for the functions the check counts as hot-patched."""
+    from pehotpatch.plan.build import build_plan
+
+    if sequence < 1:
+        from pehotpatch.errors import UsageError
+
+        raise UsageError(f"--sequence must be at least 1, not {sequence}")
+    chk = check if check is not None else check_diff(diff, allow_new_imports=allow_new_imports)
+    return build_plan(diff, sorted(chk.hotpatch_set), sequence=sequence, allow_new_imports=allow_new_imports)
+
+
+def plan_pair(base: PathLike, intermediate: PathLike, *, pdb_base: PathLike | None = None,
+              pdb: PathLike | None = None, objects: PathLike | None = None,
+              functions_file: PathLike | None = None, ignore_pdb_mismatch: bool = False,
+              sequence: int = 1, allow_new_imports: bool = False, jobs: int | None = None) -> PatchPlan:
+    """Every reference that leaves the patched code, and the record that binds it.
+
+    >>> p = plan_pair("samples/x64/fix_globals/base.dll",
+    ...               "samples/x64/fix_globals/intermediate.dll",
+    ...               functions_file="samples/x64/fix_globals/hotpatch_functions.txt")
+    >>> [f.function for f in p.forward], len(p.data), p.applicable
+    (['telemetry_record'], 5, True)
+    """
+    d = diff_pair(base, intermediate, pdb_base=pdb_base, pdb=pdb, objects=objects,
+                  functions_file=functions_file, ignore_pdb_mismatch=ignore_pdb_mismatch, jobs=jobs)
+    return plan_diff(d, sequence=sequence, allow_new_imports=allow_new_imports)
+
+
+def emit_final(base: PathLike, intermediate: PathLike, output: PathLike | None, *,
+               pdb_base: PathLike | None = None, pdb: PathLike | None = None,
+               objects: PathLike | None = None, functions_file: PathLike | None = None,
+               ignore_pdb_mismatch: bool = False, waivers: PathLike | None = None,
+               allow_new_imports: bool = False, sequence: int = 1, force: bool = False,
+               keep_signature: bool = False, previous: PathLike | None = None,
+               overwrite: bool = False, jobs: int | None = None) -> FinalImage:
+    """Check the pair, plan the patch and write the final image (the intermediate with a
+    hot-patch table) to ``output`` (None: build and verify it, write nothing).
+
+    Raises :class:`pehotpatch.errors.Rejected` (nothing written) when the check rejects the
+    pair or the plan refuses a reference, unless ``force``.
+
+    >>> import tempfile, os
+    >>> out = os.path.join(tempfile.mkdtemp(), "final.dll")
+    >>> s = "samples/x64/fix_globals"
+    >>> r = emit_final(f"{s}/base.dll", f"{s}/intermediate.dll", out,
+    ...                functions_file=f"{s}/hotpatch_functions.txt")
+    >>> r.check.verdict, r.emitted.records["FUNCTION"], inspect_image(out).valid
+    ('patchable', 1, True)
+    """
+    from pehotpatch.emit.final import build_final, write_final
+    from pehotpatch.emit.image import check_writable
+    from pehotpatch.errors import Rejected
+    from pehotpatch.image.pe_reader import load_pe
+    from pehotpatch.output import check_destination
+    from pehotpatch.waivers import load_waivers
+
+    given = [Path(p) for p in (base, intermediate, pdb_base, pdb, objects, functions_file, waivers, previous)
+             if p is not None]
+    if output is not None:
+        check_destination(output, overwrite=overwrite, inputs=given)
+    wv = load_waivers(Path(waivers)) if waivers is not None else None
+    b, n = load_pair(base, intermediate, pdb_base=pdb_base, pdb=pdb, objects=objects,
+                     functions_file=functions_file, ignore_pdb_mismatch=ignore_pdb_mismatch)
+    check_writable(n.pe, keep_signature=keep_signature)
+    prev = load_pe(Path(previous)) if previous is not None else None
+    d = diff_loaded(b, n, jobs=jobs)
+    chk = check_diff(d, waivers=wv, allow_new_imports=allow_new_imports)
+    if chk.rejected and not force:
+        raise Rejected(f"the check rejects this pair ({chk.errors} error(s): "
+                       f"{', '.join(sorted(chk.rule_ids()))}); nothing written (--force writes it anyway)",
+                       intermediate)
+    plan = plan_diff(d, check=chk, sequence=sequence, allow_new_imports=allow_new_imports)
+    if not plan.applicable and not force:
+        first = plan.refusals[0]
+        raise Rejected(f"the plan cannot express {len(plan.refusals)} reference(s), first {first.reference} -> "
+                       f"{first.target}: {first.reason}; nothing written", intermediate)
+    res = build_final(n.pe, plan, check_verdict=chk.verdict, forced=force and (chk.rejected or not plan.applicable),
+                      keep_signature=keep_signature, previous=prev)
+    if output is not None:
+        inputs = given + [Path(b.path), Path(n.path)] + [Path(x.pdb_path) for x in (b, n) if x.pdb_path]
+        write_final(res, output, overwrite=overwrite, inputs=inputs)
+    return FinalImage(chk, plan, res)
+
+
+def inspect_image(image: PathLike) -> TableReading:
+    """Any image's hot-patch table, decoded strictly, with every loader rule it breaks.
+
+    >>> r = inspect_image("samples/x64/fix_globals/intermediate.dll")
+    >>> r.present
+    False
+    """
+    from pehotpatch.image.pe_reader import load_pe
+    from pehotpatch.table.decode import read_table
+
+    return read_table(load_pe(Path(image)))
+
+
+__all__ = ["load_image", "load_pair", "diff_loaded", "diff_pair", "check_diff", "check_pair", "check_tree",
+           "plan_diff", "plan_pair", "emit_final", "inspect_image", "FinalImage"]

@@ -98,3 +98,9 @@ def read_input_text(path: str | os.PathLike[str], what: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"not UTF-8 text ({what} expected)", p) from None
+
+
+class Rejected(PehpError):
+    """The gate rejects the pair (or the plan cannot express it): nothing was written."""
+
+    exit_code = EXIT_REJECTED
