@@ -90,16 +90,22 @@ class World:
 
     # ---- images -------------------------------------------------------------------
     def load(self, pe: PEImage, role: str, slot: int, *, pdb: str | os.PathLike[str] | None = None,
-             run_entry: bool = True) -> MappedImage:
-        """Map ``pe``, bind its imports to stubs, watch its writable sections and, when
-        ``run_entry``, call its entry point (DllMain with DLL_PROCESS_ATTACH)."""
+             bind_imports: bool = True) -> MappedImage:
+        """Map ``pe``, bind its imports to stubs (or, for a patch image, whose IAT only
+        the table's INVERSE INDIRECT records fill, to traps naming the unbound slot) and
+        watch its writable sections."""
         im = self.space.map_image(pe, role, slot)
         self.names[role] = Names(pe, pdb)
         for imp in pe.imports:
             if imp.iat_rva + self.abi.ptr_size > im.size:
                 continue
             try:
-                va = self.stubs.stub(self.uc, imp)
+                if bind_imports:
+                    va = self.stubs.stub(self.uc, imp)
+                else:
+                    fn = imp.name if imp.name is not None else f"#{imp.ordinal}"
+                    va = self.stubs.trap(self.uc, f"{role} IAT slot {imp.dll}!{fn} "
+                                                  "(never bound by an INVERSE INDIRECT record)")
             except OverflowError:
                 raise InputError("too many imports to stub", pe.path) from None
             self.uc.mem_write(im.va + imp.iat_rva, va.to_bytes(self.abi.ptr_size, "little"))
@@ -154,8 +160,9 @@ class World:
         pc = int(uc.reg_read(self.abi.pc))
         if fault is None:
             if self.stubs.missing is not None:
-                fault = Fault(FAULT_IMPORT, self.locate(self._caller()),
-                              f"called {self.stubs.missing}, which simulate has no stub for")
+                missing = self.stubs.missing
+                why = missing if "IAT slot" in missing else f"{missing}, which simulate has no stub for"
+                fault = Fault(FAULT_IMPORT, self.locate(self._caller()), f"called {why}")
             elif self.stubs.fault is not None:
                 fault = Fault(FAULT_WRITE, self.locate(self._caller()),
                               "an import stub was given an unwritable output pointer")

@@ -130,6 +130,19 @@ class ImportStubs:
         self.impls[va] = (key, spec[1] if spec else None)
         return va
 
+    def trap(self, uc: unicorn.Uc, label: str) -> int:
+        """A stub that stops the call with a finding naming ``label``."""
+        if label.lower() in self.by_key:
+            return self.by_key[label.lower()]
+        if self.next + 16 > self.size:
+            raise OverflowError("import stub page is full")
+        va = self.base + self.next
+        self.next += 16
+        uc.mem_write(va, self.abi.stub_code(0))
+        self.by_key[label.lower()] = va
+        self.impls[va] = (label, None)
+        return va
+
     def hook(self, uc: unicorn.Uc, address: int, size: int, user: object) -> None:
         entry = self.impls.get(address)
         if entry is None:
