@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pehotpatch.plan.model import PatchPlan
     from pehotpatch.table.decode import TableReading
     from pehotpatch.tree import TreeEntry
+    from pehotpatch.verify import VerifyResult
     from pehotpatch.waivers import Waiver
 
 PathLike = str | os.PathLike[str]
@@ -222,12 +223,12 @@ def emit_final(base: PathLike, intermediate: PathLike, output: PathLike | None, 
     if chk.rejected and not force:
         raise Rejected(f"the check rejects this pair ({chk.errors} error(s): "
                        f"{', '.join(sorted(chk.rule_ids()))}); nothing written (--force writes it anyway)",
-                       intermediate)
+                       intermediate, detail=chk)
     plan = plan_diff(d, check=chk, sequence=sequence, allow_new_imports=allow_new_imports)
     if not plan.applicable and not force:
         first = plan.refusals[0]
         raise Rejected(f"the plan cannot express {len(plan.refusals)} reference(s), first {first.reference} -> "
-                       f"{first.target}: {first.reason}; nothing written", intermediate)
+                       f"{first.target}: {first.reason}; nothing written", intermediate, detail=plan)
     res = build_final(n.pe, plan, check_verdict=chk.verdict, forced=force and (chk.rejected or not plan.applicable),
                       keep_signature=keep_signature, previous=prev)
     if output is not None:
@@ -249,5 +250,54 @@ def inspect_image(image: PathLike) -> TableReading:
     return read_table(load_pe(Path(image)))
 
 
+def verify_final(final: PathLike, *, base: PathLike, intermediate: PathLike | None = None,
+                 pdb_base: PathLike | None = None, pdb: PathLike | None = None,
+                 objects: PathLike | None = None, functions_file: PathLike | None = None,
+                 ignore_pdb_mismatch: bool = False, allow_new_imports: bool = False,
+                 jobs: int | None = None) -> VerifyResult:
+    """Verify a final image against its base: loader rules, base identity, first bytes, and
+    exactly the records a fresh plan gives (of the base against ``intermediate`` when given,
+    else against the final image itself).
+
+    >>> import tempfile, os
+    >>> s = "samples/x64/fix_calls_unchanged"
+    >>> out = os.path.join(tempfile.mkdtemp(), "final.dll")
+    >>> _ = emit_final(f"{s}/base.dll", f"{s}/intermediate.dll", out,
+    ...                functions_file=f"{s}/hotpatch_functions.txt")
+    >>> v = verify_final(out, base=f"{s}/base.dll", intermediate=f"{s}/intermediate.dll",
+    ...                  functions_file=f"{s}/hotpatch_functions.txt")
+    >>> v.ok, v.checked_records
+    (True, 3)
+    """
+    from pehotpatch.image.pe_reader import load_pe
+    from pehotpatch.verify import VerifyFinding, verify_table
+
+    fin = load_pe(Path(final))
+    other = intermediate if intermediate is not None else final
+    b, n = load_pair(base, other, pdb_base=pdb_base, pdb=pdb, objects=objects,
+                     functions_file=functions_file, ignore_pdb_mismatch=ignore_pdb_mismatch)
+    d = diff_loaded(b, n, jobs=jobs)
+    from pehotpatch.table.decode import read_table
+    from pehotpatch.table.format import ABSOLUTE
+
+    rd = read_table(fin)
+    if intermediate is None and n.pdb_path is None and rd.table is not None and \
+            rd.table.records(ABSOLUTE, inverse=True):
+        from pehotpatch.errors import UsageError
+
+        raise UsageError("the final image's PDB was not found, and without it its __ref_ slots have no names to "
+                         "plan from: give --pdb (the intermediate's PDB) or --intermediate", final)
+    seq = rd.table.sequence if rd.table is not None and rd.table.sequence else 1
+    plan = plan_diff(d, sequence=seq, allow_new_imports=allow_new_imports)
+    res = verify_table(fin, b.pe, d, plan)
+    if intermediate is not None:
+        from pehotpatch.verify import same_image_but_table
+
+        problem = same_image_but_table(n.pe, fin)
+        if problem:
+            res.findings.insert(0, VerifyFinding("not-from-intermediate", problem))
+    return res
+
+
 __all__ = ["load_image", "load_pair", "diff_loaded", "diff_pair", "check_diff", "check_pair", "check_tree",
-           "plan_diff", "plan_pair", "emit_final", "inspect_image", "FinalImage"]
+           "plan_diff", "plan_pair", "emit_final", "inspect_image", "verify_final", "FinalImage"]

@@ -101,6 +101,11 @@ def read_input_text(path: str | os.PathLike[str], what: str) -> str:
 
 
 class Rejected(PehpError):
-    """The gate rejects the pair (or the plan cannot express it): nothing was written."""
+    """The gate rejects the pair (or the plan cannot express it): nothing was written.
+    ``detail`` carries the check result or the plan that says why."""
 
     exit_code = EXIT_REJECTED
+
+    def __init__(self, message: str, path: str | os.PathLike[str] | None = None, detail: object = None):
+        super().__init__(message, path)
+        self.detail = detail
