@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build pehp's sample corpus: for every scenario a base image and an intermediate
-# image of pehplib (samples/src), with PDBs and object files.
+# image of pehplib or gatelib (samples/src), with PDBs and object files.
 #
 #   bash samples/build.sh                          rebuild every scenario in samples/
 #   bash samples/build.sh --out DIR [ARCH/SCENARIO ...]
@@ -32,7 +32,9 @@ DLLTOOL="${DLLTOOL:-llvm-dlltool-22}"
 ARCHES=(x64 x86 arm64)
 X64_SCENARIOS=(body_fix fix_globals fix_calls_unchanged new_export removed_export new_import
     signature_change struct_layout data_init_change unmarked_change inline_pulls
-    direct_global_access prologue_not_patchable no_change)
+    direct_global_access prologue_not_patchable no_change
+    escape_callback fnptr_identity tls_ref hidden_layout init_once switch_table constants
+    restrict_param ref_relocs)
 X86_SCENARIOS=(body_fix fix_globals fix_calls_unchanged new_import direct_global_access
     prologue_not_patchable no_change)
 ARM64_SCENARIOS=(body_fix fix_globals fix_calls_unchanged direct_global_access
@@ -76,9 +78,12 @@ arch_setup() {
 #               | no_padding (base linked without /functionpadmin, /hotpatchcompatible)
 #   UNMARKED_TU a translation unit the intermediate compiles WITHOUT the
 #               functions file (the build mistake of direct_global_access)
+#   SOURCES     the library's translation units (pehplib, or gatelib for the
+#               gate scenarios)
 scenario_setup() {
     local arch="$1" scenario="$2"
     MACRO="" FUNCS="" BASE_MODE=normal UNMARKED_TU=""
+    SOURCES=(pehplib.c pehplib_report.c)
     case "$scenario" in
     body_fix) MACRO=PEHP_BODY_FIX FUNCS="telemetry_checksum" ;;
     fix_globals) MACRO=PEHP_FIX_GLOBALS FUNCS="telemetry_record" ;;
@@ -99,8 +104,26 @@ scenario_setup() {
         if [ "$arch" = arm64 ]; then BASE_MODE=no_padding; else BASE_MODE=no_hotpatch; fi
         ;;
     no_change) MACRO="" FUNCS="" ;;
+    escape_callback) gate_setup GATE_ESCAPE_CALLBACK "gate_arm" ;;
+    fnptr_identity) gate_setup GATE_FNPTR_IDENTITY "gate_is_default" ;;
+    tls_ref)
+        gate_setup GATE_TLS_REF "gate_tls_enter"
+        SOURCES=(gatelib.c gatetls.c)
+        ;;
+    hidden_layout) gate_setup GATE_HIDDEN_LAYOUT "gate_pool_put gate_pool_get" ;;
+    init_once) gate_setup GATE_INIT_ONCE "gate_setup" ;;
+    switch_table) gate_setup GATE_SWITCH_TABLE "gate_shared_a" ;;
+    constants) gate_setup GATE_CONSTANTS "gate_label_len gate_scale" ;;
+    restrict_param) gate_setup GATE_RESTRICT "gate_sum" ;;
+    ref_relocs) gate_setup GATE_REF_RELOCS "gate_bump" ;;
     *) die "unknown scenario '$scenario'" ;;
     esac
+}
+
+# gate_setup MACRO FUNCS: a gatelib scenario
+gate_setup() {
+    MACRO="$1" FUNCS="$2"
+    SOURCES=(gatelib.c)
 }
 
 check_tools() {
@@ -118,7 +141,7 @@ check_tools() {
             "for reproducible output"
 }
 
-SOURCES=(pehplib.c pehplib_report.c)
+SOURCES=()
 
 # compile_tu TARGET TU [EXTRA_FLAG ...]   (cwd: the image's scratch directory)
 # The compiler runs with ASLR off, an empty environment and a working directory
