@@ -101,7 +101,10 @@ class AddressSpace:
                           image.pe.path)
 
     def write(self, va: int, data: bytes) -> None:
+        """Write as the loader does; code already translated there is dropped, so the
+        next execution sees the new bytes."""
         self.uc.mem_write(va, data)
+        self.uc.ctl_remove_cache(va, va + len(data))
 
     def read(self, va: int, size: int) -> bytes:
         return bytes(self.uc.mem_read(va, size))
