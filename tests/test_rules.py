@@ -26,7 +26,7 @@ from pehotpatch.diff import GlobalDiff
 from pehotpatch.hotpatch_set import HotpatchSet
 from pehotpatch.image.pe import LoadConfig
 from pehotpatch.image.symbols import Global
-from pehotpatch.rules import RULES, all_rules
+from pehotpatch.rules import CHECKERS, EMITTED_BY_CHECK, RULES, all_rules
 from pehotpatch.rules.layout import layout_changes
 from pehotpatch.rules.prologue import REQUIRED_PADDING, padding_before
 
@@ -41,18 +41,63 @@ def only(res, rule):
     return hits[0]
 
 
+STABLE_IDS = {"HP001", "HP101", "HP102", "HP103", "HP104", "HP105", "HP106", "HP107", "HP108", "HP109",
+              "HP201", "HP202", "HP203", "HP211", "HP212", "HP301", "HP302", "HP311",
+              "HP401", "HP402", "HP403", "HP404", "HP501", "HP502", "HP503", "HP504",
+              "HP601", "HP602", "HP603", "HP604", "HP701", "HP702", "HP703", "HP704"}
+RETIRED_IDS = {"HP405"}
+
+
 def test_registry_is_complete_and_stable():
     ids = [r.id for r in all_rules()]
     assert ids == sorted(ids)
-    expected = {"HP001", "HP101", "HP102", "HP103", "HP104", "HP105", "HP106", "HP107", "HP108",
-                "HP201", "HP202", "HP203", "HP211", "HP212", "HP301", "HP302", "HP311",
-                "HP401", "HP402", "HP403", "HP404", "HP405", "HP501", "HP502", "HP503", "HP504",
-                "HP601", "HP602", "HP701", "HP702", "HP703", "HP704"}
-    assert set(ids) == expected
+    assert set(ids) == STABLE_IDS | RETIRED_IDS
+    assert {r.id for r in all_rules() if r.status == "retired"} == RETIRED_IDS
     for r in all_rules():
         assert r.severity in ("error", "warning", "note")
         assert r.title and "\n" not in r.title and r.name[0].isupper() and " " not in r.name
         assert len(r.description) > 80
+    assert RULES["HP405"].replaced_by == "HP501"
+
+
+def test_registry_is_complete_on_a_bare_import():
+    """Importing the package alone registers every rule and checker (no import-order luck)."""
+    import subprocess
+    import sys
+
+    code = ("import pehotpatch.rules as r; "
+            "print(len(r.RULES), len(r.CHECKERS), sorted(set().union(*(c.emits for c in r.CHECKERS))) == "
+            "sorted(i for i, x in r.RULES.items() if x.status == 'stable' and i not in r.EMITTED_BY_CHECK))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(len(STABLE_IDS | RETIRED_IDS)), str(len(CHECKERS)), "True"]
+
+
+def test_every_checker_declares_what_it_emits():
+    from pehotpatch.rules import validate_registry
+
+    assert validate_registry() == []
+    emitted = set().union(*(c.emits for c in CHECKERS)) | EMITTED_BY_CHECK
+    assert emitted == STABLE_IDS
+    for c in CHECKERS:
+        assert all(RULES[i].family == c.family for i in c.emits), c.name
+
+
+def test_a_checker_emitting_an_undeclared_rule_is_a_bug(monkeypatch):
+    from pehotpatch.rules import CheckerEntry, finding
+
+    def rogue(ctx):
+        yield finding("HP101", "rogue")
+
+    monkeypatch.setattr("pehotpatch.rules.CHECKERS", [CheckerEntry("HP1xx", rogue, frozenset({"HP102"}))])
+    with pytest.raises(ValueError, match="does not declare"):
+        check(clean())
+
+
+def test_retired_rules_cannot_be_emitted():
+    from pehotpatch.rules import finding
+
+    with pytest.raises(ValueError, match="retired"):
+        finding("HP405", "x")
 
 
 # ---- HP1xx image ------------------------------------------------------------------------
@@ -354,23 +399,33 @@ def test_hp704_base_not_hotpatch_compatible():
 
 
 def test_every_rule_has_a_test_here_or_in_a_sibling():
-    """Each rule ID appears in some test module (guards against an untested new rule)."""
+    """Each stable rule ID appears in some test module or sample expect.toml besides the
+    registry lists above (guards against an untested new rule)."""
     from pathlib import Path
 
-    text = "".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py"))
-    missing = [r for r in RULES if text.count(f'"{r}"') < 2]
+    here = Path(__file__).parent
+    text = "".join(p.read_text() for p in here.glob("test_*.py"))
+    text += "".join(p.read_text() for p in (here.parent / "samples").glob("*/*/expect.toml"))
+    assert len(RULES) == len(STABLE_IDS | RETIRED_IDS)  # the whole registry, not a part
+    missing = [r for r, x in RULES.items() if x.status == "stable" and text.count(f'"{r}"') < 2]
     assert not missing, missing
 
 
 def test_every_rule_has_a_documentation_page():
     from pathlib import Path
 
+    from pehotpatch.rules.docs import sync
+
     docs = Path(__file__).parents[1] / "docs" / "rules"
     index = (docs / "README.md").read_text()
+    # Title, severity, status and summary of every page and the index come from the registry.
+    assert sync(docs, write=False) == []
     for r in all_rules():
         page = (docs / f"{r.id}.md").read_text()
         assert page.startswith(f"# {r.id} {r.title}\n"), r.id
         for section in ("## What it means", "## Why the hot-patch engine needs it", "## Example", "## How to fix"):
             assert section in page, (r.id, section)
-        assert f"| {r.severity} |" in page
-        assert f"[{r.id}]({r.id}.md) | {r.severity} | {r.title} |" in index, r.id
+        assert f"| default severity | {r.severity} |" in page and f"| status | {r.status}" in page
+        assert " ".join(page.split("## What it means")[0].split()).count(r.description) == 1, r.id
+        assert f"[{r.id}]({r.id}.md) | {r.severity} | {r.title} | {r.status} |" in index, r.id
+    assert sorted(p.stem for p in docs.glob("HP*.md")) == [r.id for r in all_rules()]

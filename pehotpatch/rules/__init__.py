@@ -1,10 +1,18 @@
 """The patchability rules: a registry of rule descriptions and the checks that apply them.
 
 Every rule has a stable ID (``HP`` + three digits; the hundreds digit is the family),
-a default severity, a one-line title and a full description; its documentation is
-``docs/rules/<ID>.md``.  A *checker* is a function of one rule family that reads a
-:class:`~pehotpatch.rules.context.Context` (the diff plus everything derived from it)
-and yields :class:`Finding` objects.
+a default severity, a one-line title, a full description and a status (``stable``, or
+``retired``: a retired rule is never emitted and its ID is never reused); its
+documentation is ``docs/rules/<ID>.md``, whose title, severity, status and summary are
+written from this registry (:mod:`.docs`).  A *checker* is a function of one rule
+family that reads a :class:`~pehotpatch.rules.context.Context` (the diff plus
+everything derived from it), declares the rule IDs it can emit, and yields
+:class:`Finding` objects.
+
+Registration is explicit and complete when ``pehotpatch.rules`` is imported: the end
+of this module imports every family module, in :data:`FAMILY_MODULES` order, and
+checks that each checker emits only registered, stable rules and that every stable
+rule has an emitter.
 
 Families (one module each):
 
@@ -13,6 +21,7 @@ family   what                                               module
 =======  =================================================  ==========================
 HP0xx    the check itself (invalid waivers)                 :mod:`.meta`
 HP1xx    image-level: machine, kind, entry, TLS, sections   :mod:`.image`
+HP109    changes in code that runs only at load             :mod:`.runonce`
 HP2xx    exports and imports                                :mod:`.interface`
 HP3xx    function signatures and type layouts               :mod:`.layout`
 HP4xx    globals and data                                   :mod:`.data`
@@ -24,7 +33,6 @@ HP7xx    whether the base functions can be redirected       :mod:`.prologue`
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,6 +40,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from pehotpatch.rules.context import Context
     from pehotpatch.waivers import Waiver
+
+STABLE = "stable"
+RETIRED = "retired"
+STATUSES = (STABLE, RETIRED)
 
 ERROR = "error"
 WARNING = "warning"
@@ -42,7 +54,7 @@ SEVERITY_RANK = {ERROR: 0, WARNING: 1, NOTE: 2}
 #: Where the rule pages live, relative to the repository root.
 DOCS_PATH = "docs/rules"
 
-FAMILY_MODULES = ("meta", "image", "interface", "layout", "data", "functions", "refs", "prologue")
+FAMILY_MODULES = ("meta", "image", "runonce", "interface", "layout", "data", "functions", "refs", "prologue")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +64,8 @@ class Rule:
     title: str  # one line
     severity: str  # default severity
     description: str  # what it means and why the engine needs it, a few sentences
+    status: str = STABLE
+    replaced_by: str | None = None  # for a retired rule: the rule that now reports it
 
     @property
     def family(self) -> str:
@@ -106,25 +120,45 @@ class Finding:
 
 RULES: dict[str, Rule] = {}
 Checker = Callable[["Context"], Iterable[Finding]]
-CHECKERS: list[tuple[str, Checker]] = []
 
 
-def define(id: str, name: str, title: str, severity: str, description: str) -> Rule:
+@dataclass(frozen=True, slots=True)
+class CheckerEntry:
+    family: str
+    fn: Checker
+    emits: frozenset[str]
+
+    @property
+    def name(self) -> str:
+        return f"{self.fn.__module__}.{self.fn.__name__}"
+
+
+CHECKERS: list[CheckerEntry] = []
+
+#: Rules emitted by :mod:`pehotpatch.check` itself rather than by a checker.
+EMITTED_BY_CHECK = frozenset({"HP001"})
+
+
+def define(id: str, name: str, title: str, severity: str, description: str, *,
+           status: str = STABLE, replaced_by: str | None = None) -> Rule:
     """Register a rule description (IDs are unique and stable: never reuse one)."""
     if id in RULES:
         raise ValueError(f"rule {id} is defined twice")
     if severity not in SEVERITIES:
         raise ValueError(f"rule {id}: bad severity {severity!r}")
-    r = Rule(id, name, title, severity, " ".join(description.split()))
+    if status not in STATUSES:
+        raise ValueError(f"rule {id}: bad status {status!r}")
+    r = Rule(id, name, title, severity, " ".join(description.split()), status, replaced_by)
     RULES[id] = r
     return r
 
 
-def checker(family: str) -> Callable[[Checker], Checker]:
-    """Register a check function for a rule family (``"HP1xx"``)."""
+def checker(family: str, emits: Iterable[str]) -> Callable[[Checker], Checker]:
+    """Register a check function for a rule family (``"HP1xx"``) that emits ``emits``."""
+    ids = frozenset(emits)
 
     def deco(fn: Checker) -> Checker:
-        CHECKERS.append((family, fn))
+        CHECKERS.append(CheckerEntry(family, fn, ids))
         return fn
 
     return deco
@@ -135,6 +169,8 @@ def finding(rule_id: str, message: str, *, symbol: str | None = None, kind: str 
             severity: str | None = None) -> Finding:
     """A finding of a registered rule, at the rule's default severity unless told."""
     r = RULES[rule_id]
+    if r.status != STABLE:
+        raise ValueError(f"rule {rule_id} is {r.status}")
     sev = severity or r.severity
     if sev not in SEVERITIES:
         raise ValueError(f"bad severity {sev!r}")
@@ -142,33 +178,76 @@ def finding(rule_id: str, message: str, *, symbol: str | None = None, kind: str 
 
 
 def load_all() -> None:
-    """Import every family module (each registers its rules and checkers once)."""
-    for mod in FAMILY_MODULES:
-        importlib.import_module(f"{__name__}.{mod}")
+    """Kept for callers of earlier versions: registration happens at import."""
 
 
 def all_rules() -> list[Rule]:
-    load_all()
+    """Every registered rule, retired ones included, by ID."""
     return [RULES[k] for k in sorted(RULES)]
 
 
+def stable_rules() -> list[Rule]:
+    return [r for r in all_rules() if r.status == STABLE]
+
+
 def get_rule(rule_id: str) -> Rule | None:
-    load_all()
     return RULES.get(rule_id)
 
 
 def run_rules(ctx: Context) -> list[Finding]:
     """Every finding of every registered checker, in a stable order."""
-    load_all()
     out: list[Finding] = []
-    for _family, fn in CHECKERS:
-        out.extend(fn(ctx))
-    for f in out:
-        if f.rule not in RULES:  # pragma: no cover - a checker bug
-            raise ValueError(f"finding for an unregistered rule {f.rule}")
+    for entry in CHECKERS:
+        for f in entry.fn(ctx):
+            if f.rule not in entry.emits:  # pragma: no cover - a checker bug
+                raise ValueError(f"{entry.name} emitted {f.rule}, which it does not declare")
+            out.append(f)
     out.sort(key=Finding.sort_key)
     return out
 
 
+def validate_registry() -> list[str]:
+    """Problems of the registry: undeclared or retired emitted rules, stable rules
+    without an emitter, checkers outside their family (empty when all is well)."""
+    problems: list[str] = []
+    emitted: set[str] = set(EMITTED_BY_CHECK)
+    for entry in CHECKERS:
+        for rid in sorted(entry.emits):
+            r = RULES.get(rid)
+            if r is None:
+                problems.append(f"{entry.name} declares {rid}, which is not defined")
+            elif r.status != STABLE:
+                problems.append(f"{entry.name} declares {rid}, which is {r.status}")
+            elif r.family != entry.family:
+                problems.append(f"{entry.name} ({entry.family}) declares {rid} of {r.family}")
+        emitted |= entry.emits
+    for r in RULES.values():
+        if r.status == STABLE and r.id not in emitted:
+            problems.append(f"{r.id} is stable but no checker emits it")
+        if r.status == RETIRED and r.replaced_by is not None and r.replaced_by not in RULES:
+            problems.append(f"{r.id} is replaced by {r.replaced_by}, which is not defined")
+    return problems
+
+
 def hx(v: int | None) -> str | None:
     return None if v is None else f"{v:#x}"
+
+
+# ---- explicit, complete registration ------------------------------------------------------
+from pehotpatch.rules import (  # noqa: E402  (the family modules use the names above)
+    data,
+    functions,
+    image,
+    interface,
+    layout,
+    meta,
+    prologue,
+    refs,
+    runonce,
+)
+
+_FAMILY_IMPORTS = (meta, image, runonce, interface, layout, data, functions, refs, prologue)
+assert tuple(m.__name__.rpartition(".")[2] for m in _FAMILY_IMPORTS) == FAMILY_MODULES
+_problems = validate_registry()
+if _problems:  # pragma: no cover - a programming error, caught by the tests
+    raise RuntimeError("rule registry: " + "; ".join(_problems))

@@ -15,8 +15,15 @@ from typing import Any
 from pehotpatch.codemap import KIND_NAMES, FuncCode
 from pehotpatch.diff import CHANGED, THROUGH_DATA, DiffResult, FunctionDiff, describe_target
 from pehotpatch.hotpatch_set import HotpatchSet, add_code_evidence
+from pehotpatch.image.codeview.types import (
+    ArgListRecord,
+    ModifierRecord,
+    PointerRecord,
+    ProcedureRecord,
+)
 from pehotpatch.image.machine import Machine
 from pehotpatch.image.symbols import Function, Global, SymbolIndex, plain_name, ref_target_name
+from pehotpatch.reach import Reach, gather
 from pehotpatch.rules.options import CheckOptions
 
 
@@ -102,6 +109,12 @@ class Context:
         return hs
 
     @cached_property
+    def reach(self) -> Reach:
+        """What patched code reaches: the patch-image functions that can run, the
+        references leaving them, the __ref_ slots and IAT slots they use."""
+        return gather(self.diff, self.hotpatch)
+
+    @cached_property
     def _set_lookup(self) -> dict[str, str]:
         """Every spelling of a set name (as given, undecorated) -> the name in the set."""
         out: dict[str, str] = {}
@@ -162,13 +175,32 @@ class Context:
 
     @cached_property
     def signature_changes(self) -> dict[str, tuple[str, str, Function, Function]]:
-        """Paired functions whose PDB signatures differ: new name -> (base sig, new sig, base, new)."""
+        """Paired functions whose PDB signatures differ in a way callers can see:
+        new name -> (base sig, new sig, base, new).
+
+        Qualifiers of a parameter itself (``const``/``volatile`` on the parameter,
+        ``restrict`` on a pointer parameter) are not part of the calling contract; a
+        difference only in those is not a change (:meth:`qualifier_only_changes`)."""
         out: dict[str, tuple[str, str, Function, Function]] = {}
+        bt, nt = self.pdb_types(0), self.pdb_types(1)
         for p in self.diff.correlation.functions:
             sb, sn = p.base.signature, p.new.signature
             if sb and sn and _norm_sig(sb) != _norm_sig(sn):
+                if abi_equal(bt, p.base.type_index, nt, p.new.type_index):
+                    self._qualifier_only[p.new.name] = (sb, sn)
+                    continue
                 out[p.new.name] = (sb, sn, p.base, p.new)
         return out
+
+    @cached_property
+    def _qualifier_only(self) -> dict[str, tuple[str, str]]:
+        return {}
+
+    @property
+    def qualifier_only_changes(self) -> dict[str, tuple[str, str]]:
+        """Functions whose signatures differ only in parameter qualifiers: name -> (base, new)."""
+        _ = self.signature_changes
+        return self._qualifier_only
 
     def pdb_types(self, side: int) -> Any:
         pdb = self.index(side).pdb
@@ -194,6 +226,44 @@ class Context:
             if name:
                 out.setdefault(proc, set()).add(name)
         return out
+
+
+def abi_equal(bt: Any, bti: int | None, nt: Any, nti: int | None) -> bool:
+    """Whether two procedure types (each in its own PDB) have the same calling
+    convention, return type and parameter types once each parameter's own top-level
+    qualifiers are dropped."""
+    if bt is None or nt is None or not bti or not nti:
+        return False
+    try:
+        rb, rn = bt.record(bti), nt.record(nti)
+        if not isinstance(rb, ProcedureRecord) or not isinstance(rn, ProcedureRecord):
+            return False
+        if rb.calling_convention != rn.calling_convention or rb.parameter_count != rn.parameter_count:
+            return False
+        if _abi_key(bt, rb.return_type) != _abi_key(nt, rn.return_type):
+            return False
+        ab, an = bt.record(rb.arg_list), nt.record(rn.arg_list)
+        if not isinstance(ab, ArgListRecord) or not isinstance(an, ArgListRecord):
+            return False
+        if len(ab.arg_types) != len(an.arg_types):
+            return False
+        return all(_abi_key(bt, x) == _abi_key(nt, y) for x, y in zip(ab.arg_types, an.arg_types, strict=True))
+    except Exception:  # noqa: BLE001 - a type we cannot read: keep the string comparison
+        return False
+
+
+def _abi_key(types: Any, ti: int) -> str:
+    """A parameter's type as the caller passes it: top-level const/volatile dropped, and
+    a pointer's own const/volatile/restrict; what it points to keeps its qualifiers."""
+    for _ in range(8):
+        rec = types.record(ti) if ti >= 0x1000 else None
+        if isinstance(rec, ModifierRecord):
+            ti = rec.modified_type
+            continue
+        if isinstance(rec, PointerRecord):
+            return f"ptr({rec.kind},{rec.mode},{rec.size})->{types.type_name(rec.referent_type)}"
+        break
+    return str(types.type_name(ti))
 
 
 def _norm_sig(sig: str) -> str:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pehotpatch.diff import THROUGH_DATA
 from pehotpatch.image.symbols import Global
-from pehotpatch.rules import ERROR, NOTE, WARNING, Finding, checker, define, finding, hx
+from pehotpatch.rules import ERROR, NOTE, RETIRED, WARNING, Finding, checker, define, finding, hx
 from pehotpatch.rules.context import Context
 
 define(
@@ -47,11 +46,11 @@ define(
 define(
     "HP405", "ReadOnlyDataChangedUnpatched", "changed read-only data read by an unpatched function",
     WARNING,
-    """A function whose code is unchanged reads read-only data (a constant table or a
-    string) whose bytes changed, and it is not in the hot-patch set. The running base
-    keeps executing its own copy of the function with the old data, so the data change
-    takes no effect for it. Add the function to the hot-patch set if the change matters
-    to it.""",
+    """Retired: a function outside the hot-patch set whose only change is the read-only
+    data it reads (a constant table, a switch lookup table, a string) changed behaviour
+    all the same, and the running base keeps the old behaviour. That is now HP501, an
+    error naming the data.""",
+    status=RETIRED, replaced_by="HP501",
 )
 
 
@@ -62,7 +61,7 @@ def shares_storage(g: Global) -> bool:
     return g.writable or bool(g.contains_pointers)
 
 
-@checker("HP4xx")
+@checker("HP4xx", emits=("HP401", "HP402", "HP403", "HP404"))
 def check_data(ctx: Context) -> Iterator[Finding]:
     users_new = _data_users(ctx, 1)
     users_base = _data_users(ctx, 0)
@@ -97,16 +96,25 @@ def check_data(ctx: Context) -> Iterator[Finding]:
         patched_base = {fd.base.name for fd in ctx.patched}
         via_patched = [n for n in who if n in patched_base]
         expl = [f"{g.name} exists in the base but not in the intermediate"]
-        if via_patched:
+        constant = pointer_free_constant(ctx, g)
+        if constant:
+            expl.append(f"it is a read-only constant without pointers ({constant}): it carries no state, "
+                        "and code that used it keeps its own copy")
+            if via_patched:
+                expl.append(f"the base version of {', '.join(via_patched)} (patched) used it; the patch "
+                            "uses its own constants")
+            sev = NOTE
+        elif via_patched:
             expl.append(f"the base version of {', '.join(via_patched)} (patched) used it; "
                         "the state it carried is abandoned")
             sev = ERROR
         else:
             expl.append("no patched function used it; the running base keeps it")
             sev = NOTE
-        yield finding("HP403", f"global {g.name} removed", symbol=g.name, kind="global", severity=sev,
-                      explanation=expl,
-                      evidence={"base_rva": hx(g.rva), "section": g.section, "used_by_base": who[:20]})
+        yield finding("HP403", f"{'constant' if constant else 'global'} {g.name} removed", symbol=g.name,
+                      kind="global", severity=sev, explanation=expl,
+                      evidence={"base_rva": hx(g.rva), "section": g.section, "used_by_base": who[:20],
+                                "constant": bool(constant)})
     for g in ctx.diff.added_globals:
         if not g.writable or g.is_ref_slot:
             continue
@@ -118,17 +126,34 @@ def check_data(ctx: Context) -> Iterator[Finding]:
         yield finding("HP404", f"new mutable global {g.name}", symbol=g.name, kind="global",
                       explanation=expl,
                       evidence={"new_rva": hx(g.rva), "section": g.section, "size": g.size, "used_by": who[:20]})
-    for fd in ctx.diff.functions:
-        if fd.status != THROUGH_DATA or ctx.in_set(fd.new):
-            continue
-        data = fd.data
-        yield finding(
-            "HP405", f"{fd.new.name} reads changed read-only data but is not patched", symbol=fd.new.name,
-            kind="function",
-            explanation=[f"{fd.new.name}'s code is unchanged, but it reads {', '.join(data)}, whose bytes changed",
-                         f"{fd.new.name} is not in the hot-patch set, so the running base keeps using the old data"],
-            evidence={"data": data, "base_rva": hx(fd.base.rva), "new_rva": hx(fd.new.rva)},
-        )
+
+
+#: Decorated names of compiler-made literals and constants (MSVC/clang-cl spellings).
+CONSTANT_PREFIXES = {"??_C@": "a string literal", "__real@": "a floating-point constant",
+                     "__xmm@": "a vector constant", "__ymm@": "a vector constant",
+                     "__zmm@": "a vector constant", "__int64@": "an integer constant"}
+
+
+def pointer_free_constant(ctx: Context, g: Global) -> str | None:
+    """What kind of pointer-free read-only constant the base global ``g`` is, or None.
+
+    Read-only, not holding pointers (per the PDB type, or, without one, no base
+    relocation inside it), and either a compiler literal by name or a global whose PDB
+    type says it is const."""
+    if g.writable or g.is_ref_slot or g.contains_pointers:
+        return None
+    sec = ctx.bix.image.section_at(g.rva)
+    if sec is None or sec.writable or sec.executable:
+        return None
+    size = g.size or ctx.machine.pointer_size
+    if ctx.bix.image.relocations.within(g.rva, g.rva + size):
+        return None
+    for prefix, what in CONSTANT_PREFIXES.items():
+        if g.name.startswith(prefix):
+            return what
+    if g.contains_pointers is False and g.is_const:
+        return "a constant table"
+    return None
 
 
 def _data_users(ctx: Context, side: int) -> dict[str, list[str]]:

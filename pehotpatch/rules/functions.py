@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pehotpatch.diff import CHANGED, PROLOGUE_ONLY, FunctionDiff
+from pehotpatch.diff import PROLOGUE_ONLY, THROUGH_DATA, FunctionDiff
 from pehotpatch.rules import ERROR, NOTE, WARNING, Finding, checker, define, finding, hx
 from pehotpatch.rules.context import Context
 
 define(
     "HP501", "ChangedNotInSet", "function changed but not in the hot-patch set", ERROR,
-    """A function's code changed, but it was not compiled for hot-patching (it is not in
-    the hot-patch set). The running base keeps executing its old copy, so the change does
-    not take effect, and the patch image's copy reaches globals directly, in its own
-    storage. The most common cause is inlining: a changed function was inlined into
-    callers that were not listed. Add the function to the functions file, or stop the
-    change from reaching it (for example mark the changed callee noinline).""",
+    """A function's code changed, or the read-only data it reads changed (a constant
+    table, the lookup table an optimiser made of its switch, a string), but it was not
+    compiled for hot-patching (it is not in the hot-patch set). The running base keeps
+    executing its old copy with the old data, so the change does not take effect, and
+    the patch image's copy reaches globals directly, in its own storage. The most common
+    causes are inlining (a changed function was inlined into callers that were not
+    listed) and a changed table that unlisted functions read as well. Add the function
+    to the functions file, or stop the change from reaching it (for example mark the
+    changed callee noinline).""",
 )
 define(
     "HP502", "MarkedUnchanged", "marked but unchanged", NOTE,
@@ -39,7 +42,7 @@ define(
 )
 
 
-@checker("HP5xx")
+@checker("HP5xx", emits=("HP501", "HP502", "HP503", "HP504"))
 def check_functions(ctx: Context) -> Iterator[Finding]:
     yield from _unmarked(ctx)
     yield from _marked(ctx)
@@ -48,12 +51,15 @@ def check_functions(ctx: Context) -> Iterator[Finding]:
 
 # ---- HP501 ----------------------------------------------------------------------------
 def _unmarked(ctx: Context) -> Iterator[Finding]:
-    if not any(fd.status == CHANGED and not ctx.in_set(fd.new) for fd in ctx.changed):
+    if not any(not ctx.in_set(fd.new) for fd in ctx.changed):
         return
     from pehotpatch.listing import first_difference
 
     for fd in ctx.changed:
-        if fd.status != CHANGED or ctx.in_set(fd.new):
+        if ctx.in_set(fd.new):
+            continue
+        if fd.status == THROUGH_DATA:
+            yield _unmarked_data(ctx, fd)
             continue
         name = fd.new.name
         causes, ev = explain_change(ctx, fd)
@@ -71,6 +77,49 @@ def _unmarked(ctx: Context) -> Iterator[Finding]:
                    "pairing": fd.method})
         yield finding("HP501", f"{name} changed but is not in the hot-patch set", symbol=name,
                       kind="function", explanation=expl, evidence=ev)
+
+
+def _unmarked_data(ctx: Context, fd: FunctionDiff) -> Finding:
+    """HP501 for an unlisted function whose code is equal but whose read-only data changed."""
+    name = fd.new.name
+    data = list(fd.data)
+    readers: dict[str, list[str]] = {}
+    for other in ctx.changed:
+        if other.status == THROUGH_DATA and other is not fd:
+            for d in other.data:
+                if d in data:
+                    readers.setdefault(d, []).append(other.new.name)
+    what = ", ".join(_data_label(d) for d in data)
+    expl = [f"{name} is not in the hot-patch set",
+            f"its code is unchanged, but it reads {what}, whose contents changed: its behaviour changed",
+            "the running base keeps executing its own copy with the old data, so the change does not "
+            "take effect for it"]
+    for d in data:
+        others = sorted(readers.get(d, []))
+        listed = [n for n in others if n in ctx.patched_names]
+        unlisted = [n for n in others if n not in ctx.patched_names]
+        if listed:
+            expl.append(f"{d} is also read by {', '.join(listed)} (patched): patched and unpatched readers "
+                        "would see different data")
+        elif unlisted:
+            expl.append(f"{d} is also read by {', '.join(unlisted)} (not patched either)")
+        else:
+            expl.append(f"{d} is read by {name} alone (a table private to it)")
+    expl.append(f"add {name} to the functions file")
+    return finding(
+        "HP501", f"{name} reads changed read-only data {', '.join(data)} but is not in the hot-patch set",
+        symbol=name, kind="function", explanation=expl,
+        evidence={"reason": "data", "data": data, "other_readers": {d: sorted(v) for d, v in readers.items()},
+                  "base_rva": hx(fd.base.rva), "new_rva": hx(fd.new.rva), "pairing": fd.method},
+    )
+
+
+def _data_label(d: str) -> str:
+    if d.startswith(("'", '"')):
+        return f"the string {d}"
+    if "+" in d and d.startswith("."):
+        return f"the unnamed table at {d} (for example a switch lookup table)"
+    return d
 
 
 def explain_change(ctx: Context, fd: FunctionDiff) -> tuple[list[str], dict]:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from pehotpatch.image.machine import Machine
 from pehotpatch.image.pe import HOTPATCH_TABLE_OFFSET_FIELD
-from pehotpatch.rules import ERROR, WARNING, Finding, checker, define, finding, hx
+from pehotpatch.rules import ERROR, NOTE, WARNING, Finding, checker, define, finding, hx
 from pehotpatch.rules.context import Context
 
 define(
@@ -39,7 +39,9 @@ define(
     """A section exists in only one of the two images. The patch image is loaded as a
     whole image, so a new section is not itself fatal, but it usually means new data
     or a changed build configuration whose contents the running base does not have;
-    check that nothing the patched code relies on lives there.""",
+    check that nothing the patched code relies on lives there. A .reloc section that
+    appears only because the intermediate's __ref_ pointers need base relocations (a
+    base with no relocations at all) is hot-patch plumbing: a note.""",
 )
 define(
     "HP106", "SectionPermissionsChanged", "section permissions changed", ERROR,
@@ -67,7 +69,7 @@ define(
 _REQUIRED_LC_SIZE = {m: off + 4 for m, off in HOTPATCH_TABLE_OFFSET_FIELD.items()}
 
 
-@checker("HP1xx")
+@checker("HP1xx", emits=("HP101", "HP102", "HP103", "HP104", "HP105", "HP106", "HP107", "HP108"))
 def check_image(ctx: Context) -> Iterator[Finding]:
     d = ctx.diff.image
     if d.machine is not None:
@@ -95,6 +97,9 @@ def check_image(ctx: Context) -> Iterator[Finding]:
             kind="image", evidence={"base": list(b), "intermediate": list(n)},
         )
     for name in d.sections_added:
+        if name == ".reloc":
+            yield _reloc_added(ctx)
+            continue
         yield finding("HP105", f"section {name} added", symbol=name, kind="section",
                       evidence={"change": "added"},
                       explanation=[f"the intermediate has a section {name} that the base has not"])
@@ -110,6 +115,36 @@ def check_image(ctx: Context) -> Iterator[Finding]:
         yield finding("HP108", "resources changed", kind="image",
                       explanation=["the resource section's bytes differ",
                                    "the running image keeps its resources until a reboot"])
+
+
+def _reloc_added(ctx: Context) -> Finding:
+    """HP105 for an added .reloc: a note when every new relocation is a __ref_ slot's."""
+    img = ctx.nix.image
+    base_count = len(ctx.bix.image.relocations.within(0, ctx.bix.image.size_of_image))
+    sites = img.relocations.within(0, img.size_of_image)
+    plumbing: list[str] = []
+    other: list[str] = []
+    for r in sites:
+        g = ctx.nix.global_at(r)
+        if g is not None and g.is_ref_slot:
+            plumbing.append(g.name)
+        else:
+            other.append(ctx.describe(1, r))
+    ev = {"change": "added", "relocations": len(sites), "ref_slot_relocations": len(plumbing),
+          "other_relocations": other[:20], "base_relocations": base_count}
+    if sites and not other and not base_count:
+        return finding(
+            "HP105", "section .reloc added for the __ref_ pointers only", symbol=".reloc", kind="section",
+            severity=NOTE, evidence=ev,
+            explanation=["the base has no base relocations; the intermediate has "
+                         f"{len(sites)}, each in a __ref_ pointer ({', '.join(sorted(set(plumbing))[:6])})",
+                         "__ref_ pointers hold addresses, so they need relocations: that is hot-patch plumbing"])
+    expl = ["the intermediate has a section .reloc that the base has not"]
+    if other:
+        expl.append(f"{len(other)} of its {len(sites)} relocations are not __ref_ pointers: "
+                    f"{', '.join(other[:6])}" + (" ..." if len(other) > 6 else ""))
+    return finding("HP105", "section .reloc added", symbol=".reloc", kind="section", evidence=ev,
+                   explanation=expl)
 
 
 def _load_config(ctx: Context) -> Iterator[Finding]:

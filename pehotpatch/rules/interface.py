@@ -41,7 +41,7 @@ define(
 )
 
 
-@checker("HP2xx")
+@checker("HP2xx", emits=("HP201", "HP202", "HP203", "HP211", "HP212"))
 def check_interface(ctx: Context) -> Iterator[Finding]:
     d = ctx.diff.image
     for name in d.exports_added:

@@ -17,6 +17,7 @@ from pehotpatch.image.codeview.types import (
 from pehotpatch.image.symbols import ref_target_name
 from pehotpatch.rules import ERROR, NOTE, Finding, checker, define, finding, hx
 from pehotpatch.rules.context import Context
+from pehotpatch.rules.locals import local_types
 
 define(
     "HP301", "SignatureChanged", "signature of an existing function changed", ERROR,
@@ -35,8 +36,10 @@ define(
 define(
     "HP311", "TypeLayoutChanged", "type layout changed", ERROR,
     """A struct, class or union used by changed code (in a changed function's
-    signature, or as the type of a global it reads or writes, or of a global at all)
-    gained, lost, resized or moved a field, or changed size. Objects of that type that
+    signature, as the type of one of its locals or parameters, including pointers to
+    it that cast a byte pool or an opaque handle, as the type of a global it reads or
+    writes, or of a global at all) gained, lost, resized or moved a field, or changed
+    size. Objects of that type that
     already exist in the running image (globals, heap objects, callers' stack frames)
     keep the old layout, and patched code would read them with the new one.""",
 )
@@ -44,7 +47,7 @@ define(
 MAX_TYPE_DEPTH = 4
 
 
-@checker("HP3xx")
+@checker("HP3xx", emits=("HP301", "HP302", "HP311"))
 def check_layout(ctx: Context) -> Iterator[Finding]:
     missing = [side for side, ix in (("base", ctx.bix), ("intermediate", ctx.nix)) if not ix.has_pdb]
     if missing:
@@ -106,7 +109,7 @@ def _layouts(ctx: Context) -> Iterator[Finding]:
     bt, nt = ctx.pdb_types(0), ctx.pdb_types(1)
     if bt is None or nt is None:
         return
-    used = used_types(ctx, nt)
+    used = used_types(ctx, nt, bt)
     for name in sorted(used):
         why = used[name]
         bti, nti = bt.udt_by_name(name), nt.udt_by_name(name)
@@ -124,22 +127,35 @@ def _layouts(ctx: Context) -> Iterator[Finding]:
             evidence={"changes": changes, "used_by": why[:10],
                       "base_size": lb.size, "intermediate_size": ln.size,
                       "base_fields": _fields_json(lb), "intermediate_fields": _fields_json(ln)},
-            explanation=[f"{name} is used by changed code: {why[0]}", *changes],
+            explanation=[f"{name} is used by changed code: {why[0]}", *changes,
+                         f"objects of {name} that the running base already built keep the old layout"],
         )
 
 
-def used_types(ctx: Context, nt: Any) -> dict[str, list[str]]:
-    """UDT name -> why it counts as used (first reason first)."""
+def used_types(ctx: Context, nt: Any, bt: Any = None) -> dict[str, list[str]]:
+    """UDT name -> why it counts as used (first reason first).
+
+    Used: the types of changed functions' signatures, of their locals and parameters
+    (CodeView S_LOCAL / S_REGREL32 / S_BPREL32 / S_REGISTER, in either build), of the
+    globals they use, and of every global the patch shares with the base; each
+    followed through pointers, modifiers, arrays and fields."""
     used: dict[str, list[str]] = {}
 
-    def add(ti: int, why: str) -> None:
-        _collect(nt, ti, why, used, 0, set())
+    def add(ti: int, why: str, types: Any = nt) -> None:
+        _collect(types, ti, why, used, 0, set())
 
+    new_locals = local_types(ctx.nix.pdb) if ctx.nix.pdb is not None else {}
+    base_locals = local_types(ctx.bix.pdb) if bt is not None and ctx.bix.pdb is not None else {}
     for fd in ctx.changed:
         fn = fd.new
         if fn.type_index:
             for ti in _function_types(nt, fn.type_index):
                 add(ti, f"the signature of {fn.name} (changed)")
+        for ti in sorted(new_locals.get(fn.name, ())):
+            add(ti, f"{fn.name} (changed) has a local or parameter of type {nt.type_name(ti)}")
+        for ti in sorted(base_locals.get(fd.base.name, ())):
+            add(ti, f"the base version of {fd.base.name} (changed) has a local or parameter of type "
+                    f"{bt.type_name(ti)}", bt)
         seen: set[str] = set()
         for r in ctx.refs(1, fn):
             if r.kind != "data":

@@ -99,7 +99,7 @@ def padding_before(ix: SymbolIndex, fn: Function) -> int:
     return n
 
 
-@checker("HP7xx")
+@checker("HP7xx", emits=("HP701", "HP702", "HP703", "HP704"))
 def check_prologue(ctx: Context) -> Iterator[Finding]:
     base = ctx.base.pe
     m = base.machine

@@ -1,9 +1,11 @@
-"""HP6xx: how patched code reaches globals.
+"""HP6xx: what patched code reaches outside itself.
 
 Code compiled for hot-patching reads every mutable global ``G`` through a pointer
-``__ref_G`` that the engine points at the base image's ``G``.  An instruction of patched
-code that addresses a writable global directly reaches the patch image's own copy,
-which the running program never sees.
+``__ref_G`` that the engine points at the base image's ``G``.  An instruction of code
+that runs from the patch image and addresses a writable global directly reaches the
+patch image's own copy, which the running program never sees.  The code that runs from
+the patch image is every patched function and, transitively, every new function that
+such code calls, jumps to or takes the address of (:mod:`pehotpatch.reach`).
 """
 
 from __future__ import annotations
@@ -11,17 +13,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from pehotpatch.image.symbols import Function
+from pehotpatch.reach import ADDRESS, NEW, RunningFunction
 from pehotpatch.rules import ERROR, WARNING, Finding, checker, define, finding, hx
 from pehotpatch.rules.context import Context
 
 define(
     "HP601", "DirectMutableGlobalAccess", "patched code accesses a mutable global directly", ERROR,
-    """A patched function (or a new function that patched code calls) reads or writes a
-    mutable global by its address instead of through its __ref_ pointer. After the patch
-    is applied that instruction touches the patch image's copy of the global, not the
-    running base's, so the program's state and the patched code drift apart. The
-    usual cause is a translation unit compiled without -fms-secure-hotpatch-functions-file
-    (or -list), or a function missing from that list.""",
+    """A patched function, or a new function that patched code can run (it calls or
+    jumps to it, or takes its address and stores it, directly or through other new
+    functions), reads or writes a mutable global by its address instead of through its
+    __ref_ pointer. After the patch is applied that instruction touches the patch
+    image's copy of the global, not the running base's, so the program's state and the
+    patched code drift apart. The usual causes are a translation unit compiled without
+    -fms-secure-hotpatch-functions-file (or -list), or a function missing from that
+    list: a new function that patched code reaches must be listed too.""",
 )
 define(
     "HP602", "DirectPointerConstAccess", "patched code uses a constant holding pointers directly",
@@ -33,6 +38,28 @@ define(
     That is usually harmless for strings but wrong for anything compared by address or
     holding state.""",
 )
+define(
+    "HP603", "FunctionAddressIdentity", "patched code takes the address of an existing function", ERROR,
+    """Code that runs from the patch image takes the address of a function the base
+    also has (lea, an immediate, or a pointer in data it reads directly), to compare it
+    or to store it. In the patch image that address is the patch's copy of the function,
+    while the running program's data holds the base's address of the same function:
+    comparisons with pointers the base stored fail, and pointers the patch stores name
+    a different copy than the ones the base stores. Calls are redirected to the base by
+    the engine; a taken address is not. Unless the patch plan binds the reference to
+    the base's function, the patch would not behave like the intermediate.""",
+)
+define(
+    "HP604", "RefSlotThreadLocal", "a __ref_ pointer of patched code targets thread-local storage",
+    ERROR,
+    """A __ref_ pointer that patched code reads points into the TLS template (the .tls
+    section), because the variable it stands for is thread-local (__declspec(thread)).
+    The template is only the initial image of each thread's copy: code that reads or
+    writes the variable through that pointer uses the template, not the running
+    thread's variable. The intermediate is already wrong on its own, and binding the
+    pointer to the base's template is just as wrong. Keep thread-local variables out of
+    hot-patched functions (move the access into an unpatched helper).""",
+)
 
 #: Globals that the CRT/loader manage and that code may address directly.
 DIRECT_ACCESS_ALLOWED = frozenset({"__security_cookie", "__security_cookie_complement", "_tls_index",
@@ -43,31 +70,35 @@ def _allowed(name: str) -> bool:
     return name in DIRECT_ACCESS_ALLOWED or name.startswith("??_R")  # MSVC RTTI
 
 
-def patched_code(ctx: Context) -> list[tuple[Function, str | None]]:
-    """Patched functions, plus new functions reachable from them: (function, caller)."""
-    out: list[tuple[Function, str | None]] = [(fd.new, None) for fd in ctx.patched]
-    added = {f.rva: f for f in ctx.diff.added_functions}
-    seen = {f.rva for f, _ in out}
-    queue = list(out)
-    while queue:
-        fn, _ = queue.pop(0)
-        for r in ctx.refs(1, fn):
-            if r.kind not in ("call", "jump"):
-                continue
-            callee = added.get(r.target)
-            if callee is not None and callee.rva not in seen:
-                seen.add(callee.rva)
-                item = (callee, fn.name)
-                out.append(item)
-                queue.append(item)
+def patched_code(ctx: Context) -> list[tuple[Function, RunningFunction]]:
+    """Every patch-image function that can run: (function, how it was reached)."""
+    out = []
+    for r in ctx.reach.running:
+        fn = ctx.nix.function_by_rva.get(r.rva)
+        if fn is not None:
+            out.append((fn, r))
     return out
 
 
-@checker("HP6xx")
+def _who(r: RunningFunction) -> str:
+    if r.target_class != NEW:
+        return f"{r.name} (patched)"
+    how = {"call": "called by", "jump": "jumped to by", ADDRESS: "its address taken by"}.get(r.reached_how or "",
+                                                                                               "reached from")
+    return f"{r.name} (new, {how} {r.reached_by})"
+
+
+@checker("HP6xx", emits=("HP601", "HP602", "HP603", "HP604"))
 def check_refs(ctx: Context) -> Iterator[Finding]:
+    yield from _direct_access(ctx)
+    yield from _address_identity(ctx)
+    yield from _thread_local(ctx)
+
+
+def _direct_access(ctx: Context) -> Iterator[Finding]:
     slots = ctx.nix.imports_by_slot
     img = ctx.nix.image
-    for fn, caller in patched_code(ctx):
+    for fn, run in patched_code(ctx):
         direct: dict[str, list[int]] = {}
         ptr_consts: dict[str, list[int]] = {}
         for r in ctx.refs(1, fn):
@@ -87,20 +118,25 @@ def check_refs(ctx: Context) -> Iterator[Finding]:
                 direct.setdefault(name, []).append(r.offset)
             elif g is not None and g.contains_pointers:
                 ptr_consts.setdefault(name, []).append(r.offset)
-        who = (f"{fn.name} (new, called by {caller})" if caller else f"{fn.name} (patched)")
+        who = _who(run)
+        new = run.target_class == NEW
+        ev_common = {"new_rva": hx(fn.rva), "called_by": run.reached_by if new else None,
+                     "reached_by": run.reached_by, "reached_how": run.reached_how}
         if direct:
             names = sorted(direct)
             expl = [f"{who} addresses {', '.join(names)} directly, not through __ref_ pointers",
                     "after the patch is applied it would use the patch image's copy, not the running base's"]
-            if caller is None and not ctx.ref_slot_readers.get(fn.name):
+            if new:
+                expl.append(f"{fn.name} is new and runs from the patch image once the patch is applied: "
+                            "list it in the functions file so that it is compiled for hot-patching")
+            elif not ctx.ref_slot_readers.get(fn.name):
                 expl.append(f"{fn.name} reads no __ref_ pointer at all: it was probably compiled without "
                             "the hot-patch functions file")
             yield finding(
                 "HP601", f"{fn.name} accesses mutable global{'s' if len(names) > 1 else ''} "
                          f"{', '.join(names)} directly",
                 symbol=fn.name, kind="function", explanation=expl,
-                evidence={"globals": {n: [hx(o) for o in direct[n]] for n in names},
-                          "new_rva": hx(fn.rva), "called_by": caller},
+                evidence={"globals": {n: [hx(o) for o in direct[n]] for n in names}, **ev_common},
             )
         if ptr_consts:
             names = sorted(ptr_consts)
@@ -110,6 +146,54 @@ def check_refs(ctx: Context) -> Iterator[Finding]:
                 symbol=fn.name, kind="function",
                 explanation=[f"{who} addresses {', '.join(names)} directly",
                              "the pointers inside are the patch image's, not the running base's"],
-                evidence={"globals": {n: [hx(o) for o in ptr_consts[n]] for n in names},
-                          "new_rva": hx(fn.rva), "called_by": caller},
+                evidence={"globals": {n: [hx(o) for o in ptr_consts[n]] for n in names}, **ev_common},
             )
+
+
+def _address_identity(ctx: Context) -> Iterator[Finding]:
+    by_source: dict[str, list] = {}
+    for e in ctx.reach.edges:
+        if e.kind == ADDRESS and e.target_class != NEW:
+            by_source.setdefault(e.source, []).append(e)
+    for source in sorted(by_source):
+        edges = by_source[source]
+        targets = sorted({e.target for e in edges})
+        expl = [f"{source} takes the address of {', '.join(targets)}"
+                + (f" (through {', '.join(sorted({e.via for e in edges if e.via}))})"
+                   if any(e.via for e in edges) else "")]
+        for t in targets:
+            e = next(x for x in edges if x.target == t)
+            expl.append(f"that address is the patch image's copy of {t}, while the running program's data holds "
+                        f"the base image's {t}"
+                        + (" (patched: the base copy is redirected, but its address is not the patch's)"
+                           if e.target_class == "patched" else ""))
+        expl.append("comparisons with stored pointers fail and stored pointers name the wrong copy; "
+                    "no patch plan entry binds this reference to the base's function")
+        yield finding(
+            "HP603", f"{source} takes the address of existing function{'s' if len(targets) > 1 else ''} "
+                     f"{', '.join(targets)}",
+            symbol=source, kind="function", explanation=expl,
+            evidence={"functions": targets,
+                      "references": [{"offset": hx(e.offset), "target": e.target, "new_rva": hx(e.target_rva),
+                                      "base_rva": hx(e.base_rva), "class": e.target_class, "via": e.via}
+                                     for e in edges]},
+        )
+
+
+def _thread_local(ctx: Context) -> Iterator[Finding]:
+    seen: set[tuple[str, str]] = set()
+    for r in ctx.reach.ref_reads:
+        if not r.thread_local or (r.source, r.slot) in seen:
+            continue
+        seen.add((r.source, r.slot))
+        yield finding(
+            "HP604", f"{r.source} reaches thread-local {r.target} through {r.slot}, which points at the TLS template",
+            symbol=r.source, kind="function",
+            explanation=[f"{r.target} is thread-local; {r.source} (patched) reads it through {r.slot}",
+                         f"{r.slot} holds {r.target_rva:#x} in {r.target_section}: the TLS template, not a "
+                         "thread's copy" if r.target_rva is not None else f"{r.slot} points at the TLS template",
+                         "every access goes to the template: wrong in the intermediate already, and wrong "
+                         "against the base"],
+            evidence={"slot": r.slot, "slot_rva": hx(r.slot_rva), "target": r.target,
+                      "target_rva": hx(r.target_rva), "section": r.target_section},
+        )
