@@ -17,12 +17,10 @@ from conftest import PDB_DATA as DATA  # noqa: E402
 from conftest import pdb_fixture_build  # noqa: E402
 
 from pehotpatch.errors import FormatError, InputError
-from pehotpatch.image.coff import (
+from pehotpatch.image.coff import load_object, load_objects, parse_object
+from pehotpatch.image.coff_symtab import (
     IMAGE_COMDAT_SELECT_ASSOCIATIVE,
     IMAGE_SYM_CLASS_WEAK_EXTERNAL,
-    load_object,
-    load_objects,
-    parse_object,
 )
 
 build = pdb_fixture_build()

@@ -6,6 +6,8 @@ One reader serves both: :func:`string_table` and :func:`iter_symbols` walk the 1
 ``strict`` mode (object files, which pehp relies on) a name outside the string table or
 auxiliary records running past the table are errors; otherwise (a PE image's table,
 which the loader ignores) such a name reads as empty and the walk just stops.
+:func:`parse_object_symbols` adds what objects keep in auxiliary records (weak
+externals, COMDAT sections).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from pehotpatch.errors import FormatError
 
 from .codeview._binary import cstring
+from .coff_sections import CoffSection
 
 IMAGE_SYM_UNDEFINED = 0
 IMAGE_SYM_ABSOLUTE = -1
@@ -27,9 +30,13 @@ IMAGE_SYM_CLASS_FILE = 103
 IMAGE_SYM_CLASS_WEAK_EXTERNAL = 105
 IMAGE_SYM_DTYPE_FUNCTION = 0x20
 
+IMAGE_COMDAT_SELECT_ASSOCIATIVE = 5
+
 SYMBOL = struct.Struct("<8sIhHBB")
 SYMBOL_BIG = struct.Struct("<8sIiHBB")
 _U32 = struct.Struct("<I")
+_WEAK_AUX = struct.Struct("<II")
+_SECTION_AUX = struct.Struct("<IHHIHBxH")
 
 # (table index, file offset, name, value, section number, type, storage class, aux count)
 SymbolRecord = tuple[int, int, str, int, int, int, int, int]
@@ -113,3 +120,51 @@ def iter_symbols(data: bytes, table: int, count: int, big: bool, strtab: bytes,
             name = raw_name.split(b"\0", 1)[0].decode("utf-8", "replace")
         yield i, pos, name, value, secnum, typ, sclass, naux
         i += 1 + naux
+
+
+def parse_object_symbols(data: bytes, table: int, count: int, big: bool, strtab: bytes,
+                         sections: list[CoffSection], path: str | None) -> list[CoffSymbol]:
+    """An object file's symbols, strictly read.  Their auxiliary records give the weak
+    externals' defaults and the COMDAT sections' selection, checksum, associated section
+    and leader (the next symbol defined in the section), which are set on ``sections``."""
+    size = record_size(big)
+    out: list[CoffSymbol] = []
+    pending_comdat: dict[int, CoffSection] = {}
+    nsec = len(sections)
+    for i, pos, name, value, secnum, typ, sclass, naux in iter_symbols(
+        data, table, count, big, strtab, path, strict=True
+    ):
+        weak_default = weak_chars = None
+        if naux:
+            aux = pos + size
+            if sclass == IMAGE_SYM_CLASS_WEAK_EXTERNAL or (
+                sclass == IMAGE_SYM_CLASS_EXTERNAL and secnum == 0 and value == 0
+            ):
+                weak_default, weak_chars = _WEAK_AUX.unpack_from(data, aux)
+                if sclass != IMAGE_SYM_CLASS_WEAK_EXTERNAL:
+                    weak_default = weak_chars = None
+                elif weak_default >= count:
+                    raise FormatError(
+                        f"weak external {name!r}: default symbol {weak_default} does not exist",
+                        path,
+                    )
+            elif (
+                sclass == IMAGE_SYM_CLASS_STATIC and value == 0 and typ == 0 and 0 < secnum <= nsec
+            ):
+                _length, _nrel, _nln, checksum, number, selection, number_hi = (
+                    _SECTION_AUX.unpack_from(data, aux)
+                )
+                sec = sections[secnum - 1]
+                if sec.is_comdat and sec.comdat_selection is None:
+                    sec.comdat_selection = selection
+                    sec.checksum = checksum
+                    if selection == IMAGE_COMDAT_SELECT_ASSOCIATIVE:
+                        sec.comdat_associated = number | ((number_hi << 16) if big else 0)
+                    else:  # the next symbol defined in the section is its COMDAT leader
+                        pending_comdat[secnum] = sec
+        elif secnum in pending_comdat and sclass != IMAGE_SYM_CLASS_FILE:
+            pending_comdat.pop(secnum).comdat_symbol = name
+        if naux and secnum in pending_comdat and sclass != IMAGE_SYM_CLASS_STATIC:
+            pending_comdat.pop(secnum).comdat_symbol = name
+        out.append(CoffSymbol(i, name, value, secnum, typ, sclass, naux, weak_default, weak_chars))
+    return out

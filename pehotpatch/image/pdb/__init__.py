@@ -20,7 +20,7 @@ from pehotpatch.errors import FormatError
 
 from ..codeview.symbols import GLOBAL_PROC_KINDS, ID_PROC_KINDS, CompileSym, DataSym, SymbolScan
 from ..codeview.types import TypeTable
-from ..coff import SectionHeader, parse_section_headers
+from ..coff_sections import SectionHeader, parse_section_headers
 from .dbi import (
     DBG_OMAP_FROM_SRC,
     DBG_SECTION_HDR,
