@@ -15,7 +15,17 @@ from typing import Any
 
 from pehotpatch.diff import DiffResult
 from pehotpatch.errors import EXIT_OK, EXIT_REJECTED
-from pehotpatch.rules import ERROR, NOTE, RULES, WARNING, Finding, all_rules, finding, run_rules
+from pehotpatch.rules import (
+    ERROR,
+    NOTE,
+    RULES,
+    STABLE,
+    WARNING,
+    Finding,
+    all_rules,
+    finding,
+    run_rules,
+)
 from pehotpatch.rules.context import Context
 from pehotpatch.rules.options import CheckOptions
 from pehotpatch.waivers import Waiver, validate
@@ -79,8 +89,9 @@ def run_check(diff: DiffResult, options: CheckOptions | None = None,
     today = options.today or _dt.date.today()
     ctx = Context(diff, options)
     raw = run_rules(ctx)
-    known = {r.id for r in all_rules()}
-    checked = validate(waivers or (), known, today)
+    known = {r.id for r in all_rules() if r.status == STABLE}
+    retired = {r.id: r.replaced_by for r in all_rules() if r.status != STABLE}
+    checked = validate(waivers or (), known, today, retired)
     usable = [w for w in checked if w.problem is None]
     problems = [_invalid(w) for w in checked if w.problem is not None]
     used: set[int] = set()
@@ -129,7 +140,7 @@ def _invalid(w: Waiver) -> Finding:
 def rule_table() -> list[dict[str, Any]]:
     """Every rule's metadata, for documentation and ``--format json``."""
     return [{"id": r.id, "name": r.name, "title": r.title, "severity": r.severity,
-             "description": r.description, "doc": r.doc_path} for r in all_rules()]
+             "description": r.description, "doc": r.doc_path, "status": r.status} for r in all_rules()]
 
 
 __all__ = ["CheckOptions", "CheckResult", "PATCHABLE", "REJECTED", "RULES", "run_check", "rule_table"]

@@ -128,14 +128,22 @@ def _one(i: int, item: dict[str, Any], source: str | None) -> Waiver:
                   "; ".join(problems) or None)
 
 
-def validate(waivers: Iterable[Waiver], known_rules: Iterable[str], today: _dt.date) -> list[Waiver]:
-    """The waivers with ``problem`` filled in for those that cannot be used today."""
+def validate(waivers: Iterable[Waiver], known_rules: Iterable[str], today: _dt.date,
+             retired: dict[str, str | None] | None = None) -> list[Waiver]:
+    """The waivers with ``problem`` filled in for those that cannot be used today.
+
+    ``retired`` maps retired rule IDs to the rule that now reports their findings (or
+    None); a waiver for one is a problem that says so."""
     known = set(known_rules)
+    retired = retired or {}
     out = []
     for w in waivers:
         problems = [w.problem] if w.problem else []
         if w.rule and w.rule in UNWAIVABLE:
             problems.append(f"{w.rule} cannot be waived")
+        elif w.rule and w.rule in retired:
+            now = retired[w.rule]
+            problems.append(f"{w.rule} is retired" + (f" (its findings are now {now})" if now else ""))
         elif w.rule and w.rule not in known:
             problems.append(f"unknown rule {w.rule}")
         if w.expires is not None and w.expires <= today:
