@@ -11,14 +11,20 @@ The library API (:mod:`pehotpatch.api`) is re-exported here::
 __version__ = "0.1.0"
 
 from pehotpatch.api import (  # noqa: E402
+    FinalImage,
     check_diff,
     check_pair,
     check_tree,
     diff_loaded,
     diff_pair,
+    emit_final,
+    inspect_image,
     load_image,
     load_pair,
+    plan_diff,
+    plan_pair,
+    verify_final,
 )
 
-__all__ = ["__version__", "check_diff", "check_pair", "check_tree", "diff_loaded", "diff_pair",
-           "load_image", "load_pair"]
+__all__ = ["__version__", "FinalImage", "check_diff", "check_pair", "check_tree", "diff_loaded", "diff_pair",
+           "emit_final", "inspect_image", "load_image", "load_pair", "plan_diff", "plan_pair", "verify_final"]

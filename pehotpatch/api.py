@@ -202,6 +202,7 @@ def emit_final(base: PathLike, intermediate: PathLike, output: PathLike | None, 
     >>> r.check.verdict, r.emitted.records["FUNCTION"], inspect_image(out).valid
     ('patchable', 1, True)
     """
+    from pehotpatch.diff import describe_target
     from pehotpatch.emit.final import build_final, write_final
     from pehotpatch.emit.image import check_writable
     from pehotpatch.errors import Rejected
@@ -230,7 +231,8 @@ def emit_final(base: PathLike, intermediate: PathLike, output: PathLike | None, 
         raise Rejected(f"the plan cannot express {len(plan.refusals)} reference(s), first {first.reference} -> "
                        f"{first.target}: {first.reason}; nothing written", intermediate, detail=plan)
     res = build_final(n.pe, plan, check_verdict=chk.verdict, forced=force and (chk.rejected or not plan.applicable),
-                      keep_signature=keep_signature, previous=prev)
+                      keep_signature=keep_signature, previous=prev,
+                      base_name=lambda rva: describe_target(b.index, rva))
     if output is not None:
         inputs = given + [Path(b.path), Path(n.path)] + [Path(x.pdb_path) for x in (b, n) if x.pdb_path]
         write_final(res, output, overwrite=overwrite, inputs=inputs)

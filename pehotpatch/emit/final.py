@@ -4,6 +4,7 @@ is moved into place (pehp's own reader, which also decodes the table strictly, a
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,8 @@ def record_counts(table: HotPatchTable) -> dict[str, int]:
     return out
 
 
-def previous_reverts(previous: PEImage, plan: PatchPlan) -> list[str]:
+def previous_reverts(previous: PEImage, plan: PatchPlan,
+                     base_name: Callable[[int], str] | None = None) -> list[str]:
     """Check a cumulative patch against the previous one for the same base; return the
     base functions the previous patch redirected that this one does not (they revert)."""
     rd = read_table(previous)
@@ -67,16 +69,16 @@ def previous_reverts(previous: PEImage, plan: PatchPlan) -> list[str]:
         raise InputError(f"the previous final image has sequence number {prev.sequence}; this patch needs a "
                          f"higher --sequence (the loader keeps the patch with the higher number)", previous.path)
     now = {f.base_rva for f in plan.forward}
-    names = {f.base_rva: f.function for f in plan.forward}
-    return sorted(names.get(r.site, f"base function at {r.site:#x}")
+    return sorted(base_name(r.site) if base_name else f"base function at {r.site:#x}"
                   for r in prev.records(FUNCTION, inverse=False) if r.site not in now)
 
 
 def build_final(intermediate: PEImage, plan: PatchPlan, *, check_verdict: str, forced: bool,
-                keep_signature: bool = False, previous: PEImage | None = None) -> EmitResult:
+                keep_signature: bool = False, previous: PEImage | None = None,
+                base_name: Callable[[int], str] | None = None) -> EmitResult:
     """The final image's bytes (in ``EmitResult.data``), verified by re-reading them."""
     check_writable(intermediate, keep_signature=keep_signature)
-    reverts = previous_reverts(previous, plan) if previous is not None else []
+    reverts = previous_reverts(previous, plan, base_name) if previous is not None else []
     table = table_from_plan(plan)
     raw = encode(table)
     w: Written = write_table(intermediate, lambda _rva: raw, name=SECTION_NAME, keep_signature=keep_signature)
