@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import unicorn
 
 from pehotpatch.emulate.abi import PAGE
+from pehotpatch.emulate.audit import audit
 from pehotpatch.emulate.engine import PatchGuard, World
 from pehotpatch.emulate.hptable import (
     ABSOLUTE,
@@ -33,17 +34,9 @@ from pehotpatch.emulate.hptable import (
     TableRefused,
     check_against,
 )
-from pehotpatch.emulate.results import (
-    F_REF_UNBOUND,
-    F_WRONG_FUNCTION,
-    Finding,
-    PatchReport,
-    Redirect,
-    UndoReport,
-)
+from pehotpatch.emulate.results import Finding, PatchReport, Redirect, UndoReport
 from pehotpatch.emulate.space import MappedImage
 from pehotpatch.image.machine import Machine
-from pehotpatch.image.symbols import ref_target_name
 
 AREA_PAIRS = 8  # code/pointer page pairs per HPAT area
 
@@ -188,7 +181,7 @@ class Patcher:
         self.world.watch(guard)
         guard.active = True
         self.guard = guard
-        return report, self._verify(patch, table)
+        return report, audit(self.world, self.base, patch, table)
 
     def _check(self, patch: MappedImage, table: LoaderTable) -> None:
         check_against(table, self.base.pe, patch.pe)
@@ -210,37 +203,6 @@ class Patcher:
                         f"{c.name} record for {site_im.role} {fname}: recorded first bytes "
                         f"{want.hex(' ')}, the function starts with {have.hex(' ')} "
                         "(STATUS_CONFLICTING_ADDRESSES)")
-
-    def _verify(self, patch: MappedImage, table: LoaderTable) -> list[Finding]:
-        """What the table gets wrong that the loader does not check: a FUNCTION record
-        joining two differently named functions, a ``__ref_`` slot left pointing into
-        the patch image."""
-        out: list[Finding] = []
-        bn, pn = self.world.names[self.base.role], self.world.names[patch.role]
-        for c in table.chunks:
-            if c.type != FUNCTION:
-                continue
-            for r in c.records:
-                site_n, ref_n = (pn, bn) if c.inverse else (bn, pn)
-                fs, ft = site_n.function(r.site), ref_n.function(r.target)
-                if fs is None or ft is None:
-                    continue
-                a, b = site_n.names_of(fs), ref_n.names_of(ft)
-                if a and b and not a & b:
-                    out.append(Finding(F_WRONG_FUNCTION,
-                        f"{c.name} record redirects {'patch' if c.inverse else 'base'} "
-                        f"{site_n.plain(fs.name)} to {'base' if c.inverse else 'patch'} "
-                        f"{ref_n.plain(ft.name)}"))
-        for g in pn.index.globals:
-            target = ref_target_name(g.name)
-            if target is None or g.rva + self.world.abi.ptr_size > patch.size:
-                continue
-            value = self.world.space.read_ptr(patch.va + g.rva)
-            if patch.contains(value):
-                out.append(Finding(F_REF_UNBOUND,
-                    f"{pn.plain(g.name)} still points into the patch image "
-                    f"({pn.describe(value - patch.va)}), not at the base's {pn.plain(target)}"))
-        return out
 
     # ---- undo ---------------------------------------------------------------------
     def undo(self) -> UndoReport:

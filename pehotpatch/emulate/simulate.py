@@ -193,7 +193,7 @@ def _guard_findings(world: World, before: int, i: int, c: Call, result: Simulati
             im = world.space.image_at(v.address)
             g = world.names[im.role].global_at(addr.rva or 0) if im is not None else None
             what = g.name if g is not None else addr.where
-            key = ("data", f"{pc.text()} {what}")
+            key = ("data", f"{pc.image}:{pc.where.split('+')[0]} {what}")
             msg = (f"{c.text}: {pc.text()} accessed {what} in the {addr.image} image, not the "
                    "base's (a __ref_ slot not bound to the base)")
             kind = F_PATCH_STATE
