@@ -104,3 +104,56 @@ def test_hp601_and_hp404_new_global_accessed_directly(pair):
 def test_hp107_real_image_without_load_config(pair):
     f = of(check(pair), "HP107")[0]
     assert f.severity == "error" and "no load configuration" in f.message
+
+
+# A new function that patched code only takes the address of handles a struct whose
+# layout changed (both PDBs define it: peek uses it in both builds): the layout check
+# covers the new function like a patched one.
+ESCAPE_BASE = r"""
+struct rec { unsigned key; unsigned value; };
+unsigned char g_pool[64];
+unsigned (*g_cb)(unsigned);
+__declspec(dllexport) __declspec(noinline) unsigned peek(unsigned i)
+{
+    struct rec *r = (struct rec *)g_pool + (i & 3);
+    return r->key;
+}
+__declspec(dllexport) __declspec(noinline) unsigned arm(void) { return g_cb != 0; }
+int __stdcall DllMain(void *h, unsigned long r, void *p) { return 1; }
+"""
+
+ESCAPE_INTERMEDIATE = r"""
+struct rec { unsigned key; unsigned stamp; unsigned value; };
+unsigned char g_pool[64];
+unsigned (*g_cb)(unsigned);
+__declspec(dllexport) __declspec(noinline) unsigned peek(unsigned i)
+{
+    struct rec *r = (struct rec *)g_pool + (i & 3);
+    return r->key;
+}
+static __declspec(noinline) unsigned on_rec(unsigned i)
+{
+    struct rec *r = (struct rec *)g_pool + (i & 3);
+    return r->value;
+}
+__declspec(dllexport) __declspec(noinline) unsigned arm(void) { g_cb = on_rec; return g_cb != 0; }
+int __stdcall DllMain(void *h, unsigned long r, void *p) { return 1; }
+"""
+
+
+@pytest.fixture(scope="module")
+def escape_pair(tmp_path_factory):
+    if not all(shutil.which(t) for t in TOOLS):
+        pytest.skip("needs clang-cl-22 and lld-link-22")
+    root = tmp_path_factory.mktemp("escape")
+    base = _build(root / "base", "base", ESCAPE_BASE, None)
+    inter = _build(root / "inter", "intermediate", ESCAPE_INTERMEDIATE, "arm")
+    return diff_images(load_image(base), load_image(inter, functions_file=root / "inter" / "funcs.txt"), jobs=1)
+
+
+def test_hp311_layout_used_by_a_new_function_reached_by_address(escape_pair):
+    res = check(escape_pair)
+    f = next(f for f in of(res, "HP311") if f.symbol == "rec")
+    # peek (changed: the stride) uses it too; the new on_rec is named among the users
+    assert any("on_rec (new, run by arm)" in why for why in f.evidence["used_by"])
+    assert any("stamp" in c for c in f.evidence["changes"])

@@ -15,7 +15,7 @@ from typing import Any
 from pehotpatch.codemap import KIND_NAMES, FuncCode
 from pehotpatch.diff import CHANGED, THROUGH_DATA, DiffResult, FunctionDiff, describe_target
 from pehotpatch.hotpatch_set import HotpatchSet, add_code_evidence
-from pehotpatch.image.codeview.types import (
+from pehotpatch.image.codeview.records import (
     ArgListRecord,
     ModifierRecord,
     PointerRecord,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pehotpatch.image.codeview.types import (
+from pehotpatch.image.codeview.records import (
     ArgListRecord,
     ArrayRecord,
     ClassRecord,
@@ -137,8 +137,9 @@ def used_types(ctx: Context, nt: Any, bt: Any = None) -> dict[str, list[str]]:
 
     Used: the types of changed functions' signatures, of their locals and parameters
     (CodeView S_LOCAL / S_REGREL32 / S_BPREL32 / S_REGISTER, in either build), of the
-    globals they use, and of every global the patch shares with the base; each
-    followed through pointers, modifiers, arrays and fields."""
+    globals they use, the signatures and locals of the new functions patched code can
+    run (:mod:`pehotpatch.reach`), and of every global the patch shares with the base;
+    each followed through pointers, modifiers, arrays and fields."""
     used: dict[str, list[str]] = {}
 
     def add(ti: int, why: str, types: Any = nt) -> None:
@@ -156,6 +157,17 @@ def used_types(ctx: Context, nt: Any, bt: Any = None) -> dict[str, list[str]]:
         for ti in sorted(base_locals.get(fd.base.name, ())):
             add(ti, f"the base version of {fd.base.name} (changed) has a local or parameter of type "
                     f"{bt.type_name(ti)}", bt)
+    # New functions that patched code can run handle the running program's objects too.
+    for run in ctx.reach.running_new:
+        nf = ctx.nix.function_by_rva.get(run.rva)
+        if nf is None:
+            continue
+        if nf.type_index:
+            for ti in _function_types(nt, nf.type_index):
+                add(ti, f"the signature of {nf.name} (new, run by {run.reached_by})")
+        for ti in sorted(new_locals.get(nf.name, ())):
+            add(ti, f"{nf.name} (new, run by {run.reached_by}) has a local or parameter of type "
+                    f"{nt.type_name(ti)}")
         seen: set[str] = set()
         for r in ctx.refs(1, fn):
             if r.kind != "data":

@@ -167,8 +167,9 @@ def _address_identity(ctx: Context) -> Iterator[Finding]:
                         f"the base image's {t}"
                         + (" (patched: the base copy is redirected, but its address is not the patch's)"
                            if e.target_class == "patched" else ""))
-        expl.append("comparisons with stored pointers fail and stored pointers name the wrong copy; "
-                    "no patch plan entry binds this reference to the base's function")
+        expl.append("comparisons with pointers the base stored fail, and pointers the patch stores name another "
+                    "copy; the engine redirects calls, not taken addresses, so nothing rebinds this reference to "
+                    "the base's function")
         yield finding(
             "HP603", f"{source} takes the address of existing function{'s' if len(targets) > 1 else ''} "
                      f"{', '.join(targets)}",
@@ -190,7 +191,7 @@ def _thread_local(ctx: Context) -> Iterator[Finding]:
             "HP604", f"{r.source} reaches thread-local {r.target} through {r.slot}, which points at the TLS template",
             symbol=r.source, kind="function",
             explanation=[f"{r.target} is thread-local; {r.source} (patched) reads it through {r.slot}",
-                         f"{r.slot} holds {r.target_rva:#x} in {r.target_section}: the TLS template, not a "
+                         f"{r.slot} holds RVA {r.target_rva:#x}, in {r.target_section}: the TLS template, not a "
                          "thread's copy" if r.target_rva is not None else f"{r.slot} points at the TLS template",
                          "every access goes to the template: wrong in the intermediate already, and wrong "
                          "against the base"],
