@@ -24,10 +24,10 @@ def words(*w: int) -> bytes:
     return struct.pack(f"<{len(w)}I", *w)
 
 
-HEAD = (  # IMAGE_HOT_PATCH_INFO v4 (Size filled per test), base list, IMAGE_HOT_PATCH_BASE
-    lambda size: words(4, size, 3, 0x24, 1, 0, 1, 0, 0) + words(0x28)
-    + words(3, 0x10, 0x11223344, 0x55667788, 0, 0, 0x48, 0)
-)
+def head(size: int) -> bytes:
+    """IMAGE_HOT_PATCH_INFO v4 of ``size`` bytes, the base list, IMAGE_HOT_PATCH_BASE."""
+    return (words(4, size, 3, 0x24, 1, 0, 1, 0, 0) + words(0x28)
+            + words(3, 0x10, 0x11223344, 0x55667788, 0, 0, 0x48, 0))
 
 
 def table(*chunks: Chunk) -> HotPatchTable:
@@ -44,19 +44,19 @@ def table(*chunks: Chunk) -> HotPatchTable:
 ], ids=["inverse-absolute", "inverse-indirect", "inverse-function", "inverse-call-target", "function"])
 def test_golden_one_record_kind(chunk, body):
     size = 72 + len(body) + 4
-    assert encode(table(chunk)) == HEAD(size) + body + words(0)
+    assert encode(table(chunk)) == head(size) + body + words(0)
 
 
 def test_golden_whole_table_and_two_records_per_chunk():
     t = table(Chunk(ABSOLUTE, True, (Record(0x2000, 0x3000), Record(0x2008, 0x3010))),
               Chunk(FUNCTION, False, (Record(0x1010, 0x1020, (0x9066,)),)))
-    want = HEAD(0x48 + 4 + 24 + 4 + 12 + 4) + words(0x8002C002, 0x2000, 0x3000, 0, 0x2008, 0x3010, 0) \
+    want = head(0x48 + 4 + 24 + 4 + 12 + 4) + words(0x8002C002, 0x2000, 0x3000, 0, 0x2008, 0x3010, 0) \
         + words(0x0001C001, 0x1010, 0x1020, 0x9066) + words(0)
     assert encode(t) == want
 
 
 def test_empty_table_is_header_and_terminator():
-    assert encode(table()) == HEAD(0x4C) + words(0)
+    assert encode(table()) == head(0x4C) + words(0)
 
 
 @pytest.fixture(scope="module")
