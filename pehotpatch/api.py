@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pehotpatch.check import CheckResult
     from pehotpatch.diff import DiffResult
     from pehotpatch.emit.final import EmitResult
+    from pehotpatch.emulate.results import SimulationResult
     from pehotpatch.image.loader import LoadedImage
     from pehotpatch.plan.model import PatchPlan
     from pehotpatch.table.decode import TableReading
@@ -301,5 +302,32 @@ def verify_final(final: PathLike, *, base: PathLike, intermediate: PathLike | No
     return res
 
 
+def simulate(base: PathLike, final: PathLike, calls: list[str], *, patch_after: int = 0,
+             then: PathLike | None = None, undo: bool = False, budget: int = 2_000_000,
+             pdb_base: PathLike | None = None, pdb_final: PathLike | None = None,
+             pdb_then: PathLike | None = None) -> SimulationResult:
+    """Apply ``final``'s hot-patch table to ``base`` running in an emulator (unicorn), the
+    way the Windows loader does, and run ``calls`` through the base's exports before and
+    after patching (after ``patch_after`` calls) and in the final image alone; ``then``
+    applies a second, cumulative final image over the first, ``undo`` reverts at the end
+    (docs/SIMULATE.md).  Findings make ``result.ok`` false (exit code 1).
+
+    >>> import tempfile, os
+    >>> s = "samples/x64/fix_globals"
+    >>> out = os.path.join(tempfile.mkdtemp(), "final.dll")
+    >>> _ = emit_final(f"{s}/base.dll", f"{s}/intermediate.dll", out,
+    ...                functions_file=f"{s}/hotpatch_functions.txt")
+    >>> r = simulate(f"{s}/base.dll", out, ["telemetry_init()", "telemetry_record(1, 5)",
+    ...              "telemetry_count()"], pdb_final=f"{s}/intermediate.pdb", undo=True)
+    >>> r.ok, [row.patched.value for row in r.calls], r.undo.identical
+    (True, [None, 1, 1], True)
+    """
+    from pehotpatch.emulate.simulate import simulate as _simulate
+
+    return _simulate(base, final, calls, patch_after=patch_after, then=then, undo=undo,
+                     budget=budget, pdb_base=pdb_base, pdb_final=pdb_final, pdb_then=pdb_then)
+
+
 __all__ = ["load_image", "load_pair", "diff_loaded", "diff_pair", "check_diff", "check_pair", "check_tree",
-           "plan_diff", "plan_pair", "emit_final", "inspect_image", "verify_final", "FinalImage"]
+           "plan_diff", "plan_pair", "emit_final", "inspect_image", "verify_final", "FinalImage",
+           "simulate"]
