@@ -38,7 +38,7 @@ def main() -> int:
     types = pdb.types
     udts: list[int] = []
     try:
-        from pehotpatch.image.codeview.types import LF_CLASS, LF_STRUCTURE, LF_UNION
+        from pehotpatch.image.codeview.leaves import LF_CLASS, LF_STRUCTURE, LF_UNION
 
         recs = getattr(types, "types", None)
         if recs is not None:

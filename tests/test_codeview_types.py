@@ -7,8 +7,10 @@ import struct
 import pytest
 
 from pehotpatch.errors import FormatError
-from pehotpatch.image.codeview import types as T
-from pehotpatch.image.codeview.types import TypeRecords, TypeTable
+from pehotpatch.image.codeview import leaves as T
+from pehotpatch.image.codeview import names as type_names
+from pehotpatch.image.codeview.stream import TypeRecords
+from pehotpatch.image.codeview.types import TypeTable
 
 
 class Stream:
@@ -451,7 +453,7 @@ def test_nested_function_types_keep_names_bounded():
 def test_composed_names_stop_at_the_table_budget(monkeypatch):
     """Many records naming one deeply nested function type: each name is long, and the
     table stops composing names once their total passes its budget."""
-    monkeypatch.setattr(T, "NAME_BUDGET", 200_000)
+    monkeypatch.setattr(type_names, "NAME_BUDGET", 200_000)  # read where the names are composed
     s = Stream()
     fn = proc(s, INT, arglist(s))
     for _ in range(4):

@@ -32,7 +32,8 @@ from craft import (
     write_directory,
 )
 
-from pehotpatch.image.codeview import types as T
+from pehotpatch.image.codeview import leaves as T
+from pehotpatch.image.codeview.records import PointerRecord
 from pehotpatch.image.codeview.symbols import PROC_KINDS, S_PUB32, iter_records
 from pehotpatch.image.pdb import load_pdb
 from pehotpatch.image.pdb.dbi import parse_dbi
@@ -389,7 +390,7 @@ def test_pointer_to_struct_through_its_own_field_list_is_fine(tmp_path):
     types = load_pdb(TYPES / "base.pdb").types
     ring = _global_type("g_ring")
     ptr_to_ring = next(ti for ti in range(0x1000, types.types.end_index)
-                       if isinstance(types.record(ti), T.PointerRecord)
+                       if isinstance(types.record(ti), PointerRecord)
                        and types.resolve(types.record(ti).referent_type) == ring)
     fl = _tpi_record_pos(types.record(ring).field_list)
     patch_stream(d, 2, fl + 4 + 4, struct.pack("<I", ptr_to_ring))  # first member: ring *

@@ -17,7 +17,7 @@ import pytest
 from conftest import PDB_DATA as DATA  # noqa: E402
 from conftest import pdb_fixture_build  # noqa: E402
 
-from pehotpatch.image.codeview.types import LF_CLASS, LF_STRUCTURE, LF_UNION
+from pehotpatch.image.codeview.leaves import LF_CLASS, LF_STRUCTURE, LF_UNION
 from pehotpatch.image.pdb import load_pdb
 
 build = pdb_fixture_build()

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from pehotpatch.errors import FormatError
 
+from .codeview.leaves import LF_PRECOMP, LF_TYPESERVER2
+from .codeview.stream import TypeRecords
 from .codeview.subsections import (
     CV_SIGNATURE_C13,
     DEBUG_S_STRINGTABLE,
@@ -27,12 +29,7 @@ from .codeview.symbols import (
     SymbolScan,
     scan_symbols,
 )
-from .codeview.types import (
-    LF_PRECOMP,
-    LF_TYPESERVER2,
-    TypeRecords,
-    TypeTable,
-)
+from .codeview.types import TypeTable
 from .coff_sections import CoffSection
 
 if TYPE_CHECKING:

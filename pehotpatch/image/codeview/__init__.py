@@ -1,10 +1,13 @@
 """CodeView debug information shared by PDB files and COFF object files.
 
 - :mod:`.symbols`: symbol records (procedures, data, publics, S_HOTPATCHFUNC, ...).
-- :mod:`.types`: type records and :class:`~.types.TypeTable` (names, sizes, layouts).
+- :mod:`.types`: :class:`~.types.TypeTable` (names, sizes, layouts), built on :mod:`.lookup`,
+  :mod:`.facts` and :mod:`.names`; type records are indexed by :mod:`.stream`, decoded
+  by :mod:`.decode` into :mod:`.records`; leaf kinds and built-in types are in :mod:`.leaves`.
 - :mod:`.subsections`: ``.debug$S`` subsections.
 """
 
+from .stream import TypeRecords
 from .symbols import (
     CompileSym,
     DataSym,
@@ -16,7 +19,7 @@ from .symbols import (
     ThunkSym,
     scan_symbols,
 )
-from .types import Field, TypeLayout, TypeRecords, TypeTable
+from .types import Field, TypeLayout, TypeTable
 
 __all__ = [
     "CompileSym",

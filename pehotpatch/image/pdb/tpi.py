@@ -1,7 +1,7 @@
 """The TPI (stream 2, types) and IPI (stream 4, ids) streams: header and record index.
 
 The records themselves are indexed lazily by
-:class:`~pehotpatch.image.codeview.types.TypeRecords` (offsets only, on first use) and
+:class:`~pehotpatch.image.codeview.stream.TypeRecords` (offsets only, on first use) and
 decoded on demand by :class:`~pehotpatch.image.codeview.types.TypeTable`.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from pehotpatch.errors import FormatError
 
-from ..codeview.types import TypeRecords
+from ..codeview.stream import TypeRecords
 
 PDB_TPI_STREAM = 2
 PDB_IPI_STREAM = 4
