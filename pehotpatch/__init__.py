@@ -23,8 +23,9 @@ from pehotpatch.api import (  # noqa: E402
     load_pair,
     plan_diff,
     plan_pair,
+    simulate,
     verify_final,
 )
 
 __all__ = ["__version__", "FinalImage", "check_diff", "check_pair", "check_tree", "diff_loaded", "diff_pair",
-           "emit_final", "inspect_image", "load_image", "load_pair", "plan_diff", "plan_pair", "verify_final"]
+           "emit_final", "inspect_image", "load_image", "load_pair", "plan_diff", "plan_pair", "simulate", "verify_final"]
