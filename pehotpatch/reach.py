@@ -41,6 +41,7 @@ All RVAs are the intermediate's; ``base_rva`` fields give the paired base functi
 
 from __future__ import annotations
 
+import bisect
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -171,6 +172,7 @@ class _Gatherer:
                 self.patched[fd.new.rva] = fd.new
         self.base_of = {p.new.rva: p.base.rva for p in diff.correlation.functions}
         self.tls = tls_ranges(self.img)
+        self.global_starts = sorted({g.rva for g in self.nix.globals})
 
     def classify(self, fn: Function) -> str:
         if fn.rva in self.patched:
@@ -275,8 +277,9 @@ class _Gatherer:
             begin, end = g.rva, g.rva + g.size
         else:
             begin = t
-            nxt = [x.rva for x in self.nix.globals if x.rva > t][:1]
-            end = min(nxt[0] if nxt else t + MAX_DATA_SCAN, t + MAX_DATA_SCAN)
+            i = bisect.bisect_right(self.global_starts, t)
+            nxt = self.global_starts[i] if i < len(self.global_starts) else t + MAX_DATA_SCAN
+            end = min(nxt, t + MAX_DATA_SCAN)
         ptr = self.img.machine.pointer_size
         via = g.name if g is not None else describe_target(self.nix, t)
         out = []

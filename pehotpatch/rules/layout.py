@@ -145,8 +145,11 @@ def used_types(ctx: Context, nt: Any, bt: Any = None) -> dict[str, list[str]]:
     def add(ti: int, why: str, types: Any = nt) -> None:
         _collect(types, ti, why, used, 0, set())
 
-    new_locals = local_types(ctx.nix.pdb) if ctx.nix.pdb is not None else {}
-    base_locals = local_types(ctx.bix.pdb) if bt is not None and ctx.bix.pdb is not None else {}
+    new_names = [fd.new.name for fd in ctx.changed] + [r.name for r in ctx.reach.running_new]
+    new_locals = local_types(ctx.nix.pdb, new_names) if ctx.nix.pdb is not None and new_names else {}
+    base_names = [fd.base.name for fd in ctx.changed]
+    base_locals = (local_types(ctx.bix.pdb, base_names)
+                   if bt is not None and ctx.bix.pdb is not None and base_names else {})
     for fd in ctx.changed:
         fn = fd.new
         if fn.type_index:

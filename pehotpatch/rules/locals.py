@@ -12,6 +12,7 @@ from the module streams when a rule asks (once per PDB).
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from functools import lru_cache
 
 from pehotpatch.errors import FormatError, InputError
@@ -28,14 +29,27 @@ _TYPE_FIELD = {S_LOCAL: 4, S_REGISTER: 4, S_BPREL32: 8, S_REGREL32: 8}
 _U32 = struct.Struct("<I")
 
 
-def local_types(pdb: object) -> dict[str, frozenset[int]]:
+def local_types(pdb: object, names: Iterable[str] | None = None) -> dict[str, frozenset[int]]:
     """Procedure name -> the type indexes of its locals and parameters (empty when the
-    PDB cannot be read again or has no module streams)."""
+    PDB cannot be read again or has no module streams).
+
+    With ``names``, only the module streams that hold those procedures are read (the
+    result may hold other procedures of the same modules)."""
     path = getattr(pdb, "path", None)
     dbi = getattr(pdb, "dbi", None)
     if not path or dbi is None:
         return {}
-    return _read(str(path), tuple((m.sym_stream, m.sym_byte_size) for m in dbi.modules if m.has_symbols))
+    mods = [m for m in dbi.modules if m.has_symbols]
+    if names is not None:
+        wanted: set[int] = set()
+        lookup = getattr(pdb, "procedures_named", None)
+        for n in names:
+            for proc in lookup(n) if lookup is not None else ():
+                wanted.add(proc.module_index)
+        mods = [m for m in mods if m.index in wanted]
+    if not mods:
+        return {}
+    return _read(str(path), tuple(sorted((m.sym_stream, m.sym_byte_size) for m in mods)))
 
 
 @lru_cache(maxsize=8)
