@@ -218,3 +218,13 @@ def test_finding_order_and_reach_are_deterministic():
     b = check(dataclasses.replace(d))
     assert [f.to_json() for f in a.findings] == [f.to_json() for f in b.findings]
     assert gather(d, d.new.hotpatch) == gather(d, d.new.hotpatch)
+
+
+def test_run_once_excludes_functions_stored_as_pointers():
+    # pehplib's four handlers are reached only through the kind_handlers table (relocated
+    # pointers in .rdata): if DllMain also called one, it would still run later.
+    from pehotpatch.rules.runonce import stored_function_pointers
+
+    ix = sample_diff("x64", "fix_globals").base.index
+    names = {ix.function_by_rva[t].name for t in stored_function_pointers(ix)}
+    assert {"handle_info", "handle_warn", "handle_error", "handle_metric"} <= names

@@ -77,8 +77,10 @@ def run_once_functions(ctx: Context) -> dict[int, tuple[str, list[str]]]:
                 has_caller.add(t.rva)
             elif r.kind == "data":
                 address_taken.add(t.rva)
-    # Everything that can start running later: exports, taken addresses, functions
-    # nobody calls (an unknown way in), and what those call.
+    address_taken |= stored_function_pointers(ix)
+    # Everything that can start running later: exports, taken addresses (in code or as
+    # pointers stored in data: vtables, callback tables), functions nobody calls (an
+    # unknown way in), and what those call.
     exported = {f.rva for f in ix.functions if f.exported_as}
     starts = (exported | address_taken | {f.rva for f in ix.functions if f.rva not in has_caller}) - set(roots)
     later = _closure(starts, callees, stop=set(roots))
@@ -96,6 +98,25 @@ def run_once_functions(ctx: Context) -> dict[int, tuple[str, list[str]]]:
                 if c not in paths and c not in later:
                     paths[c] = [*paths[cur], names.get(c, hex(c))]
                     queue.append(c)
+    return out
+
+
+def stored_function_pointers(ix: SymbolIndex) -> set[int]:
+    """Function starts stored as relocated pointers outside the code (x86 jump tables
+    hold case labels inside functions, not starts, so they do not count)."""
+    img = ix.image
+    ptr = img.machine.pointer_size
+    starts = ix.function_by_rva
+    out: set[int] = set()
+    for s in img.sections:
+        if s.executable or not s.size:
+            continue
+        for r in img.relocations.within(s.rva, s.rva + s.size - ptr + 1):
+            raw = img.try_read(r, ptr)
+            if raw is not None:
+                t = int.from_bytes(raw, "little") - img.image_base
+                if t in starts:
+                    out.add(t)
     return out
 
 
