@@ -41,10 +41,19 @@ test-fast: setup
 REJECT ?= samples/x64/inline_pulls
 HPARGS = --objects $(1)/intermediate.objs --functions-file $(1)/hotpatch_functions.txt
 
+DEMO_OUT := demo-out
+
 demo: setup
+	@mkdir -p $(DEMO_OUT)
 	$(PEHP) info $(DEMO)/intermediate.dll $(call HPARGS,$(DEMO))
 	$(PEHP) diff $(DEMO)/base.dll $(DEMO)/intermediate.dll
 	$(PEHP) check $(DEMO)/base.dll $(DEMO)/intermediate.dll $(call HPARGS,$(DEMO))
+	$(PEHP) plan $(DEMO)/base.dll $(DEMO)/intermediate.dll $(call HPARGS,$(DEMO))
+	$(PEHP) emit-final $(DEMO)/base.dll $(DEMO)/intermediate.dll -o $(DEMO_OUT)/final.dll --overwrite $(call HPARGS,$(DEMO))
+	$(PEHP) inspect $(DEMO_OUT)/final.dll --pdb $(DEMO)/intermediate.pdb
+	$(PEHP) verify $(DEMO_OUT)/final.dll --base $(DEMO)/base.dll --intermediate $(DEMO)/intermediate.dll $(call HPARGS,$(DEMO))
+	$(PEHP) simulate $(DEMO)/base.dll $(DEMO_OUT)/final.dll --pdb $(DEMO)/intermediate.pdb \
+	    --calls-file $(DEMO)/expect.toml --patch-after 2 --undo
 	@echo "--- a change the gate must reject (exit code 1 expected):"
 	$(PEHP) check $(REJECT)/base.dll $(REJECT)/intermediate.dll $(call HPARGS,$(REJECT)); test $$? -eq 1
 
@@ -81,4 +90,4 @@ lint: setup
 	$(PY) -m mypy pehotpatch
 
 clean:
-	rm -rf $(VENV) .cache build .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .cache build .pytest_cache .ruff_cache .mypy_cache $(DEMO_OUT)
