@@ -40,7 +40,7 @@ from pehotpatch.image.machine import Machine
 from pehotpatch.image.pe import PEImage
 
 DEFAULT_BUDGET = 2_000_000  # instructions per call
-STUB_PAGE = 0x4000
+STUB_PAGE = 0x40000  # 16384 stubs of 16 bytes
 
 _READS = (unicorn.UC_MEM_READ_UNMAPPED, unicorn.UC_MEM_READ_PROT)
 _WRITES = (unicorn.UC_MEM_WRITE_UNMAPPED, unicorn.UC_MEM_WRITE_PROT)
