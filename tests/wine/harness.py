@@ -1,0 +1,250 @@
+"""Running real x64 Windows code under Wine for the tests: building the test programs
+(runner.c, livepatch.c: CRT-free, kernel32 only, clang-cl-22 / lld-link-22, the import
+library from kernel32.def by llvm-dlltool-22), a throw-away WINEPREFIX per test session,
+and reading what the programs print.
+
+Nothing here is part of pehp; the tests use it to show what a real Windows loader (Wine's)
+does with the images pehp reads and writes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+SAMPLES = ROOT / "samples"
+WINE = Path("/usr/lib/wine/wine64")
+WINESERVER = Path("/usr/lib/wine/wineserver")
+TOOLS = ("clang-cl-22", "lld-link-22", "llvm-dlltool-22")
+IN_CI = os.environ.get("CI") == "true"
+PROGRAMS = {"runner": "runner_main", "livepatch": "livepatch_main"}
+# A few calls of our own for the scenarios without a [run] section (samples/src/pehplib.h).
+# Each expected value follows from the C source, not from running it: version constant
+# 0x00010003; telemetry_record returns 1 when the event is stored; CRC-32 of zero bytes is
+# ~0xFFFFFFFF = 0; dispatch of a METRIC event returns value * weight 1; the default flush
+# threshold is 8; legacy_count = records + dropped.
+DEFAULT_CALLS = (
+    ("telemetry_init()", None),
+    ("pehp_version()", 0x00010003),
+    ("telemetry_record(0, 5)", 1),
+    ("telemetry_record(3, 9)", 1),
+    ("telemetry_count()", 2),
+    ("telemetry_checksum(0, 0)", 0),
+    ("telemetry_dispatch(3, 7)", 7),
+    ("config_get(2)", 8),
+    ("telemetry_legacy_count()", 2),
+)
+
+
+def missing_tools() -> str | None:
+    """Why the Wine tests cannot run here, or None."""
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if not WINE.exists():
+        missing.append(str(WINE))
+    if missing:
+        return f"missing {', '.join(missing)} (make toolchain wine)"
+    return None
+
+
+def build_programs(out: Path) -> dict[str, Path]:
+    """Compile and link runner.exe and livepatch.exe into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    run = lambda *cmd: subprocess.run(cmd, cwd=out, check=True, capture_output=True, text=True)  # noqa: E731
+    run("llvm-dlltool-22", "-m", "i386:x86-64", "-d", str(HERE / "kernel32.def"), "-l", "kernel32.lib")
+    cflags = ["--target=x86_64-pc-windows-msvc", "/nologo", "/c", "/O2", "/GS-", "/Zl", "/W4", "/WX",
+              "/clang:-ffreestanding"]
+    sources = ["common.c", "hptable.c", *(f"{p}.c" for p in PROGRAMS)]
+    run("clang-cl-22", *cflags, "--", *(str(HERE / s) for s in sources))
+    exes = {}
+    for prog, entry in PROGRAMS.items():
+        exe = out / f"{prog}.exe"
+        run("lld-link-22", "/nologo", "/subsystem:console", f"/entry:{entry}", "/nodefaultlib",
+            "/machine:x64", f"/out:{exe.name}", "common.obj", *(["hptable.obj"] if prog == "livepatch" else []),
+            f"{prog}.obj", "kernel32.lib")
+        exes[prog] = exe
+    return exes
+
+
+@dataclass
+class Wine:
+    """The test programs and a WINEPREFIX of their own."""
+
+    prefix: Path
+    exes: dict[str, Path]
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WINE")}
+        env.update(WINEPREFIX=str(self.prefix), WINEDEBUG="-all", WINEDLLOVERRIDES="mscoree,mshtml=")
+        return env
+
+    def run(self, prog: str, *args: str | os.PathLike[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Runs a test program; its output goes through files, not pipes: the prefix's
+        background processes (wineserver, services.exe, ...) inherit the first program's
+        handles and outlive it, so a pipe would not see end-of-file when the program exits."""
+        cmd = [str(WINE), str(self.exes[prog]), *(str(a) for a in args)]
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            p = subprocess.run(cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                               timeout=timeout)
+            out.seek(0)
+            err.seek(0)
+            return subprocess.CompletedProcess(cmd, p.returncode, out.read().decode(errors="replace"),
+                                               err.read().decode(errors="replace"))
+
+    def start_server(self) -> None:
+        """A persistent wineserver for the prefix: the server and the prefix's background
+        processes stay up between runs (a run then takes a fraction of a second)."""
+        subprocess.run([str(WINESERVER), "-p"], env=self.env, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+
+    def stop(self) -> None:
+        """Stops this prefix's wineserver (and with it the prefix's Wine processes)."""
+        if WINESERVER.exists():
+            subprocess.run([str(WINESERVER), "-k"], env=self.env, capture_output=True, timeout=60)
+
+
+_SESSION: Wine | None = None
+
+
+def session(tmp_path_factory) -> Wine:
+    """One build and one prefix per pytest process (shared by every Wine test module)."""
+    global _SESSION
+    if _SESSION is None:
+        root = tmp_path_factory.mktemp("wine")
+        exes = build_programs(root / "bin")
+        _SESSION = Wine(root / "prefix", exes)
+        _SESSION.start_server()
+        atexit.register(_SESSION.stop)
+        # first start creates the prefix (a few seconds); later runs take well under a second
+        _SESSION.run("runner", "nothing.dll", "f()", timeout=300)
+    return _SESSION
+
+
+# ------------------------------------------------------------------ call results
+
+
+@dataclass(frozen=True)
+class Result:
+    """One call's outcome: ``value`` for a return (None: void), or the fault's exception code."""
+
+    value: int | None = None
+    fault: int | None = None
+    fault_addr: int | None = None
+
+    def same(self, other: Result) -> bool:
+        """Equal as observed behaviour (a fault's address differs between images)."""
+        return (self.value, self.fault) == (other.value, other.fault)
+
+    def __str__(self) -> str:
+        if self.fault is not None:
+            return f"fault {self.fault:#x}"
+        return "void" if self.value is None else hex(self.value)
+
+
+_RESULT = re.compile(r"(?:OK (void|0x[0-9a-f]+)|FAULT (0x[0-9a-f]+) (0x[0-9a-f]+))$")
+
+
+def parse_result(text: str) -> Result:
+    m = _RESULT.match(text)
+    if not m:
+        raise ValueError(f"not a result: {text!r}")
+    if m.group(1) is not None:
+        return Result(None if m.group(1) == "void" else int(m.group(1), 16))
+    return Result(fault=int(m.group(2), 16), fault_addr=int(m.group(3), 16))
+
+
+def expect_doc(scenario: Path) -> dict:
+    with open(scenario / "expect.toml", "rb") as fh:
+        return tomllib.load(fh)
+
+
+def run_calls(scenario: Path) -> list[str] | None:
+    """The scenario's ``[run] calls`` (None when it has none)."""
+    run = expect_doc(scenario).get("run")
+    return list(run["calls"]) if run else None
+
+
+def x64_scenarios() -> list[Path]:
+    return sorted(p.parent for p in (SAMPLES / "x64").glob("*/expect.toml"))
+
+
+def patchable_x64() -> list[Path]:
+    return [d for d in x64_scenarios() if expect_doc(d)["check"]["verdict"] == "patchable"]
+
+
+def exports(dll: Path) -> dict[str, int]:
+    """Named export -> RVA, read by pefile (not by pehp)."""
+    import pefile
+
+    pe = pefile.PE(str(dll), fast_load=True)
+    pe.parse_data_directories(directories=[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_EXPORT"]])
+    out = {e.name.decode(): e.address for e in pe.DIRECTORY_ENTRY_EXPORT.symbols if e.name}
+    pe.close()
+    return out
+
+
+def export_names(dll: Path) -> set[str]:
+    return set(exports(dll))
+
+
+def return_types(dll: Path) -> dict[str, str]:
+    """Export name -> how its result is compared, from the PDB's signatures: ``void`` (no
+    value; also pointers, which differ between images by construction), ``u32`` (int and
+    unsigned int) or ``u64``."""
+    import pehotpatch
+
+    out = {}
+    for f in pehotpatch.load_image(dll).index.functions:
+        sig = f.signature
+        if sig is None:
+            continue
+        head = sig.split("(", 1)[0].rsplit(f.name, 1)[0].strip()
+        if head == "void" or "*" in head:
+            out[f.name] = "void"
+        elif head in ("int", "unsigned int", "long", "unsigned long"):
+            out[f.name] = "u32"
+        else:
+            out[f.name] = "u64"
+    return out
+
+
+def typed(calls: list[str], types: dict[str, str]) -> list[str]:
+    """The calls with the result type prefix the programs understand."""
+    return [f"{types.get(c.split('(', 1)[0].strip(), 'u64')}:{c}" for c in calls]
+
+
+@dataclass
+class Run:
+    rc: int
+    results: list[Result]
+    stdout: str
+    stderr: str
+
+    @property
+    def loaded(self) -> int | None:
+        """Where the DLL was loaded (runner's LOADED line)."""
+        for line in self.stdout.splitlines():
+            if line.startswith("LOADED "):
+                return int(line.split()[1], 16)
+        return None
+
+
+def run_runner(wine: Wine, dll: Path, calls: list[str]) -> Run:
+    """runner.exe on ``dll`` with ``calls`` (already typed)."""
+    p = wine.run("runner", dll, *calls)
+    results = []
+    for line in p.stdout.splitlines():
+        if line.startswith("RESULT "):
+            _, i, rest = line.split(" ", 2)
+            assert int(i) == len(results), p.stdout
+            results.append(parse_result(rest))
+    return Run(p.returncode, results, p.stdout, p.stderr)
