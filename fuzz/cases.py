@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from .edits import Edit, apply_edits, edit_from_json, edit_to_json
-from .layout import Layout, layout_for
+from .layout import layout_for
+from .layout_model import Layout
 from .mutators import mutate
 
 ROOT = Path(__file__).resolve().parents[1]

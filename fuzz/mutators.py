@@ -1,4 +1,4 @@
-"""Mutators: from a seed's bytes and :class:`~fuzz.layout.Layout` to a list of edits.
+"""Mutators: from a seed's bytes and :class:`~fuzz.layout_model.Layout` to a list of edits.
 
 Structure-aware operations pick a field group first (so the few load-config fields are
 hit as often as the many relocation entries), then a field, then a value worth trying:
@@ -16,7 +16,7 @@ import struct
 from collections.abc import Callable
 
 from .edits import Edit
-from .layout import Field, Layout
+from .layout_model import Field, Layout
 
 INTERESTING: dict[int, tuple[int, ...]] = {
     1: (0, 1, 2, 0x7F, 0x80, 0xFE, 0xFF),
