@@ -8,6 +8,11 @@
 
 int _fltused; /* floating point without the CRT */
 
+__declspec(dllimport) unsigned long __stdcall GetTickCount(void);
+
+/* The one import (kernel32.dll, like pehplib): an IAT slot, no base relocation. */
+GATE_API gate_u32 gate_ticks(void) { return (gate_u32)GetTickCount(); }
+
 /* ------------------------------------------------------------ counters */
 gate_u32 g_count;
 gate_u32 g_events;
@@ -186,7 +191,9 @@ gate_u32 g_values[16];
 GATE_API gate_u32 gate_sum(const gate_u32 *restrict p, const gate_u32 n)
 {
     gate_u32 s = 0;
-    for (gate_u32 i = 0; i < n && i < 64; i++) /* the fix: bound the count */
+    if (!p)
+        return 0xFFFFFFFFu; /* the fix: reject a null array */
+    for (gate_u32 i = 0; i < n && i < 64; i++) /* and bound the count */
         s += p[i];
     return s;
 }

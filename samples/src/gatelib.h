@@ -28,5 +28,6 @@ GATE_API gate_u32 gate_sum(const gate_u32 *p, gate_u32 n);
 GATE_API gate_u32 gate_sum_first(gate_u32 n);
 GATE_API gate_u32 gate_count(void);
 GATE_API gate_u32 gate_bump(gate_u32 by);
+GATE_API gate_u32 gate_ticks(void);
 
 #endif
