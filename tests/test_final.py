@@ -187,3 +187,23 @@ def test_console_script_emit_final(tmp_path):
                         str(d / "intermediate.dll"), "-o", str(out), *hp_args(d)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert out.is_file() and "hot-patch table" in r.stdout
+
+
+@pytest.mark.parametrize("scenario, reference, target, words", [
+    ("fnptr_identity", "gate_is_default+0x10", "handler_default", "address of the unpatched function"),
+    ("tls_ref", "__ref_t_depth", "t_depth", "TLS template"),
+])
+def test_plan_refuses_what_no_record_can_bind(tmp_path, capsys, scenario, reference, target, words):
+    """A taken address of an unpatched function and a __ref_ slot into .tls: the plan names
+    the reference and why; emit-final writes nothing (the check rejects these pairs too)."""
+    d = Path(__file__).resolve().parents[1] / "samples" / "x64" / scenario
+    assert main(["plan", str(d / "base.dll"), str(d / "intermediate.dll"), *hp_args(d), "--json"]) == 1
+    import json
+
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["applicable"] is False
+    [ref] = doc["refusals"]
+    assert ref["reference"].startswith(reference) and ref["target"] == target and words in ref["reason"]
+    out = tmp_path / "final.dll"
+    assert main(["emit-final", str(d / "base.dll"), str(d / "intermediate.dll"), "-o", str(out), *hp_args(d)]) == 1
+    assert not out.exists()
