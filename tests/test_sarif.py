@@ -65,15 +65,26 @@ def test_rule_metadata():
     for r, meta in zip(rules, all_rules(), strict=True):
         assert r["name"] == meta.name and r["shortDescription"]["text"] == meta.title
         assert r["fullDescription"]["text"] == meta.description
-        assert r["helpUri"] == f"docs/rules/{meta.id}.md"
+        # SARIF wants an absolute helpUri: none unless PEHP_DOCS_URL says where the pages are
+        assert "helpUri" not in r
+        assert f"pehp rules {meta.id}" in r["help"]["text"] and meta.doc_path in r["help"]["text"]
         assert r["defaultConfiguration"]["level"] == meta.severity
-        assert (Path(__file__).parents[1] / r["helpUri"]).is_file(), f"missing page {r['helpUri']}"
+        assert (Path(__file__).parents[1] / meta.doc_path).is_file(), f"missing page {meta.doc_path}"
+    assert doc["runs"][0]["tool"]["driver"]["informationUri"].startswith("https://")
 
 
 def test_docs_url_makes_help_uris_absolute(monkeypatch):
     monkeypatch.setenv("PEHP_DOCS_URL", "https://example.org/pehp/docs/rules")
     doc = sarif_log([sample_check("x64", "body_fix")])
     assert doc["runs"][0]["tool"]["driver"]["rules"][0]["helpUri"] == "https://example.org/pehp/docs/rules/HP001.md"
+
+
+def test_relative_docs_url_is_refused(monkeypatch):
+    from pehotpatch.errors import UsageError
+
+    monkeypatch.setenv("PEHP_DOCS_URL", "docs/rules")
+    with pytest.raises(UsageError, match="absolute URI"):
+        sarif_log([sample_check("x64", "body_fix")])
 
 
 def test_waived_findings_carry_suppressions():

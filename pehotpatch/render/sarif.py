@@ -8,9 +8,12 @@ function, global or type concerned is its logical location.  Waived findings car
 ``suppressions`` entry.  The output is deterministic: no timestamps, no absolute
 paths that were not given, stable ordering.
 
-Each rule's ``helpUri`` is ``docs/rules/<ID>.md`` relative to the pehp source tree, or
-an absolute URL under the ``PEHP_DOCS_URL`` environment variable (e.g. a link to the
-docs/rules folder of the pehp repository at the release used).
+SARIF 2.1.0 requires ``helpUri`` to be an absolute URI: each rule's ``helpUri`` is
+``$PEHP_DOCS_URL/<ID>.md`` when the ``PEHP_DOCS_URL`` environment variable (or
+``docs_url``) names where the docs/rules folder of the pehp version in use is published
+(an absolute URI, e.g. ``https://...``); without it the rules carry no ``helpUri`` and
+their ``help`` (text and markdown) is all there is.  A relative value is refused (it would
+make the log invalid).  The tool's ``informationUri`` is the package's page.
 """
 
 from __future__ import annotations
@@ -20,13 +23,16 @@ import os
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from pehotpatch import __version__
 from pehotpatch.check import CheckResult
-from pehotpatch.rules import DOCS_PATH, Finding, Rule, all_rules
+from pehotpatch.errors import UsageError
+from pehotpatch.rules import Finding, Rule, all_rules
 
 SARIF_VERSION = "2.1.0"
+#: The tool's home (``tool.driver.informationUri``): the package on PyPI.
+INFORMATION_URI = "https://pypi.org/project/pehotpatch/"
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 FINGERPRINT_KEY = "pehpFinding/v1"
 
@@ -34,11 +40,15 @@ _LOGICAL_KIND = {"function": "function", "global": "variable", "type": "type", "
                  "import": "function", "section": "resource", "image": "module", "waiver": "object"}
 
 
-def docs_base(explicit: str | None = None) -> str:
+def docs_base(explicit: str | None = None) -> str | None:
+    """The absolute URI the rule pages are under (ending in ``/``), or None when none is
+    configured.  A relative reference is a usage error: SARIF wants absolute help URIs."""
     base = explicit if explicit is not None else os.environ.get("PEHP_DOCS_URL", "")
     base = base.strip()
     if not base:
-        return DOCS_PATH + "/"
+        return None
+    if not urlsplit(base).scheme:
+        raise UsageError(f"PEHP_DOCS_URL must be an absolute URI (e.g. https://host/docs/rules), not {base!r}")
     return base if base.endswith("/") else base + "/"
 
 
@@ -55,18 +65,23 @@ def artifact_uri(path: str) -> str:
     return quote(posix, safe="/-._~!$&'()*+,;=:@")
 
 
-def rule_descriptor(r: Rule, base: str) -> dict[str, Any]:
-    return {
+def rule_descriptor(r: Rule, base: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "id": r.id,
         "name": r.name,
         "shortDescription": {"text": r.title},
         "fullDescription": {"text": r.description},
-        "helpUri": f"{base}{r.id}.md",
-        "help": {"text": f"{r.description} See {r.doc_path}.",
-                 "markdown": f"**{r.id} {r.title}**\n\n{r.description}\n\nSee [{r.doc_path}]({base}{r.id}.md)."},
-        "defaultConfiguration": {"level": r.severity},
-        "properties": {"tags": ["hot-patch", r.family]},
     }
+    page = f"`pehp rules {r.id}` prints the rule's page ({r.doc_path} in the pehp sources)."
+    link = page
+    if base is not None:
+        out["helpUri"] = f"{base}{r.id}.md"
+        link = f"See [{r.doc_path}]({base}{r.id}.md)."
+    out["help"] = {"text": f"{r.description} {page}",
+                   "markdown": f"**{r.id} {r.title}**\n\n{r.description}\n\n{link}"}
+    out["defaultConfiguration"] = {"level": r.severity}
+    out["properties"] = {"tags": ["hot-patch", r.family]}
+    return out
 
 
 def _fingerprint(f: Finding, uri: str) -> str:
@@ -148,6 +163,7 @@ def sarif_run(results: Sequence[CheckResult], errors: Sequence[tuple[str, str]] 
     return {
         "tool": {"driver": {
             "name": "pehp",
+            "informationUri": INFORMATION_URI,
             "version": __version__,
             "semanticVersion": __version__,
             "rules": [rule_descriptor(r, base) for r in rules],
