@@ -400,3 +400,37 @@ def test_truncated_object_is_format_error():
     for cut in (30, 200, len(data) // 2, len(data) - 5):
         with pytest.raises(FormatError):
             parse_object(data[:cut], "x.obj")
+
+
+def _first_long_named_symbol(data: bytes) -> int:
+    """File offset of the first symbol whose name lives in the string table."""
+    symtab, count = struct.unpack_from("<II", data, 8)
+    i = 0
+    while i < count:
+        pos = symtab + 18 * i
+        if data[pos : pos + 4] == b"\0\0\0\0":
+            return pos
+        i += 1 + data[pos + 17]
+    raise AssertionError("no long symbol name")
+
+
+def test_bad_symbol_names_refuse_an_object():
+    """Objects are read strictly (an image's symbol table is not: see test_pe)."""
+    data = bytearray((DATA / "sample_x64.obj").read_bytes())
+    pos = _first_long_named_symbol(data)
+    bad = bytearray(data)
+    struct.pack_into("<I", bad, pos + 4, len(data))  # the name offset, past the string table
+    with pytest.raises(FormatError, match="name offset .* outside the string table"):
+        parse_object(bytes(bad), "x.obj")
+    symtab, count = struct.unpack_from("<II", data, 8)
+    bad = bytearray(data)
+    struct.pack_into("<I", bad, symtab + 18 * count, len(data))  # the string table's size
+    with pytest.raises(FormatError, match="string table size .* runs past the end"):
+        parse_object(bytes(bad), "x.obj")
+    i = last = 0
+    while i < count:  # find the last symbol (not an aux record)
+        last, i = i, i + 1 + data[symtab + 18 * i + 17]
+    bad = bytearray(data)
+    bad[symtab + 18 * last + 17] = count - last  # aux records beyond the table's end
+    with pytest.raises(FormatError, match="aux records run past the symbol table"):
+        parse_object(bytes(bad), "x.obj")

@@ -180,3 +180,56 @@ def test_cfg_function_table_matches_lief(msvc_dlls):
         assert img.load_config.guard_flags == int(lc.guard_flags)
         assert list(img.load_config.cfg_functions) == [f.rva for f in lc.guard_cf_functions]
         assert img.load_config.cfg_functions
+
+
+def _with_coff_symbols(data: bytes, bad_name_offset: bool = False) -> bytes:
+    """``data`` with a COFF symbol table appended (as MinGW-style linkers leave one):
+    a .file symbol with one aux record, a short-named function, a long-named static and
+    an absolute symbol, written out here field by field (PE/COFF specification 5.4)."""
+    import struct
+
+    d = bytearray(data)
+    lfanew = struct.unpack_from("<I", d, 0x3C)[0]
+    strtab = bytearray(4)
+    strtab += b"a_rather_long_static_name\0"
+    long_name = b"\0\0\0\0" + struct.pack("<I", 0x7FFF if bad_name_offset else 4)
+    table = b"".join((
+        b".file\0\0\0" + struct.pack("<IhHBB", 0, -2, 0, 103, 1),
+        b"ring.c".ljust(18, b"\0"),  # the aux record: the file name
+        b"tick\0\0\0\0" + struct.pack("<IhHBB", 0x10, 1, 0x20, 2, 0),
+        long_name + struct.pack("<IhHBB", 4, 2, 0, 3, 0),
+        b"absval\0\0" + struct.pack("<IhHBB", 0x1234, -1, 0, 2, 0),
+    ))
+    struct.pack_into("<I", strtab, 0, len(strtab))
+    struct.pack_into("<II", d, lfanew + 12, len(d), len(table) // 18)  # PointerToSymbolTable, count
+    return bytes(d + table + strtab)
+
+
+def test_coff_symbol_table_of_an_image_agrees_with_lief(tmp_path):
+    import lief
+    from conftest import SAMPLES
+
+    path = tmp_path / "symbols.dll"
+    path.write_bytes(_with_coff_symbols((SAMPLES / "x64/fix_globals/base.dll").read_bytes()))
+    img = load_pe(path)
+    binary = lief.PE.parse(str(path))  # kept alive: its symbols point into it
+    theirs = list(binary.symbols)
+    assert [(s.name, s.value, s.section_number, s.storage_class) for s in img.coff_symbols] == [
+        (s.name, s.value, s.section_idx, int(s.storage_class)) for s in theirs
+    ]
+    assert [s.index for s in img.coff_symbols] == [0, 2, 3, 4]  # the aux record is skipped
+    sections = pefile.PE(str(path), fast_load=True).sections
+    assert [s.rva for s in img.coff_symbols] == [
+        None, sections[0].VirtualAddress + 0x10, sections[1].VirtualAddress + 4, None
+    ]
+    assert [s.is_function for s in img.coff_symbols] == [False, True, False, False]
+    assert [s.is_external for s in img.coff_symbols] == [False, True, False, True]
+
+
+def test_coff_symbol_name_outside_the_string_table_reads_as_empty_in_an_image():
+    """The loader ignores an image's symbol table, so a bad name does not refuse the image
+    (an object file with the same fault is refused: see test_coff_objects)."""
+    from conftest import SAMPLES
+
+    data = _with_coff_symbols((SAMPLES / "x64/fix_globals/base.dll").read_bytes(), bad_name_offset=True)
+    assert [s.name for s in parse_pe(data, "bad.dll").coff_symbols] == [".file", "tick", "", "absval"]

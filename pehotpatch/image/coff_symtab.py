@@ -67,6 +67,7 @@ class CoffSymbol:
 
     @property
     def is_function(self) -> bool:
+        """The first derived type is "function" (winnt.h ``ISFCN``)."""
         return (self.type & 0x30) == IMAGE_SYM_DTYPE_FUNCTION
 
     @property
