@@ -52,7 +52,7 @@ def _root(
 # The command table: one module per command, each with NAME and command().  Adding a
 # command is adding its module here.
 COMMANDS = ("info", "diff", "check", "check_tree", "plan", "emit_final", "inspect", "verify",
-            "simulate")
+            "simulate", "rules")
 
 
 def _register_commands() -> None:
