@@ -12,15 +12,16 @@ from conftest import SAMPLES
 from pehotpatch.emulate.calls import parse_call, return_kind
 from pehotpatch.emulate.engine import World
 from pehotpatch.emulate.results import FAULT_BUDGET, FAULT_IMPORT, FAULT_READ, FAULT_WRITE
-from pehotpatch.emulate.simulate import _call, _load_pe
+from pehotpatch.emulate.simulate import _call
 from pehotpatch.emulate.space import IMAGE_SLOTS
 from pehotpatch.errors import InputError, UsageError
+from pehotpatch.image.pe_reader import load_pe
 
 ARCHES = ["x64", "x86", "arm64"]
 
 
 def world_with(dll: Path, budget: int = 2_000_000, pdb: Path | None = None):
-    pe = _load_pe(dll)
+    pe = load_pe(dll)
     w = World(pe.machine, budget=budget)
     im = w.load(pe, "base", 0, pdb=pdb)
     w.run_entry(im)

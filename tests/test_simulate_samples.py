@@ -19,7 +19,8 @@ from conftest import SAMPLES, load_expect
 
 from pehotpatch.emulate.engine import World
 from pehotpatch.emulate.patcher import Patcher, fixed_ranges
-from pehotpatch.emulate.simulate import _load_pe, simulate
+from pehotpatch.emulate.simulate import simulate
+from pehotpatch.image.pe_reader import load_pe
 
 ALL_PATCHABLE = sorted(p.parent for p in SAMPLES.glob("*/*/expect.toml")
                        if load_expect(p.parent)["check"]["verdict"] == "patchable")
@@ -141,7 +142,7 @@ def transplant_reference(d: Path, final: Path, calls: list[str], k: int) -> list
     from pehotpatch.emulate.calls import parse_call
     from pehotpatch.emulate.simulate import _call
 
-    base_pe, final_pe = _load_pe(d / "base.dll"), _load_pe(final)
+    base_pe, final_pe = load_pe(d / "base.dll"), load_pe(final)
     wb = World(base_pe.machine)
     b = wb.load(base_pe, "base", 0, pdb=d / "base.pdb")
     wb.run_entry(b)
@@ -201,7 +202,7 @@ def test_undo_restores_the_base_bytes(d: Path, finals):
     assert r.undo.restored == len(load_expect(d)["diff"]["changed_functions"])
 
     # independently: the base after patch + undo equals a freshly mapped base
-    base_pe, final_pe = _load_pe(d / "base.dll"), _load_pe(finals(d))
+    base_pe, final_pe = load_pe(d / "base.dll"), load_pe(finals(d))
     from pehotpatch.emulate.hptable import read_table
 
     w = World(base_pe.machine)

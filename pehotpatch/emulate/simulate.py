@@ -42,21 +42,10 @@ from pehotpatch.emulate.results import (
 from pehotpatch.emulate.space import MappedImage
 from pehotpatch.errors import InputError, UsageError
 from pehotpatch.image.pe import PEImage
+from pehotpatch.image.pe_reader import load_pe
 
 PathLike = str | os.PathLike[str]
 MAX_CALLS = 10_000
-
-
-def _load_pe(path: PathLike) -> PEImage:
-    from pehotpatch.image import pe as pe_module
-
-    loader = getattr(pe_module, "load_pe", None)
-    if loader is None:  # the reader lives in its own module
-        from pehotpatch.image import pe_reader  # type: ignore[attr-defined]
-
-        loader = pe_reader.load_pe
-    result: PEImage = loader(path)
-    return result
 
 
 def simulate(base: PathLike, final: PathLike, calls: Sequence[str], *, patch_after: int = 0,
@@ -65,8 +54,8 @@ def simulate(base: PathLike, final: PathLike, calls: Sequence[str], *, patch_aft
              pdb_then: PathLike | None = None) -> SimulationResult:
     """Run ``calls`` (``"name(1, 2)"``) through the base's exports before and after
     applying ``final``'s hot-patch table, and through the final image alone."""
-    base_pe, final_pe = _load_pe(base), _load_pe(final)
-    then_pe = _load_pe(then) if then is not None else None
+    base_pe, final_pe = load_pe(base), load_pe(final)
+    then_pe = load_pe(then) if then is not None else None
     for pe in (final_pe, then_pe):
         if pe is not None and pe.machine is not base_pe.machine:
             raise InputError(f"machine {pe.machine.value} does not match the base's "
