@@ -128,9 +128,12 @@ def check_pair(base: PathLike, intermediate: PathLike, *, pdb_base: PathLike | N
 
 def check_tree(base_dir: PathLike, intermediate_dir: PathLike, *, jobs: int = 1,
                waivers: PathLike | None = None, allow_new_imports: bool = False,
-               ignore_pdb_mismatch: bool = False, progress: Any = None) -> list[TreeEntry]:
-    """Check every image pair of two build trees (paired by relative path; each pair's
-    PDBs, ``<stem>.hotpatch_functions.txt`` and ``<stem>.objs/`` found beside it).
+               ignore_pdb_mismatch: bool = False, progress: Any = None, pair_by: str = "auto",
+               functions_file: PathLike | None = None, objects: PathLike | None = None) -> list[TreeEntry]:
+    """Check every image pair of two build trees (paired by relative path, then, with
+    ``pair_by="auto"``, across versioned folders and by unique file name; each pair's PDBs,
+    ``<stem>.hotpatch_functions.txt`` and ``<stem>.objs/`` found beside it or in the
+    ``functions_file``/``objects`` directories).
 
     >>> entries = check_tree("samples/x64", "samples/x64")
     >>> sorted({e.status for e in entries})
@@ -140,7 +143,7 @@ def check_tree(base_dir: PathLike, intermediate_dir: PathLike, *, jobs: int = 1,
 
     return run_tree(Path(base_dir), Path(intermediate_dir), jobs=jobs, waivers=_p(waivers),
                     allow_new_imports=allow_new_imports, ignore_pdb_mismatch=ignore_pdb_mismatch,
-                    progress=progress)
+                    progress=progress, pair_by=pair_by, functions_file=_p(functions_file), objects=_p(objects))
 
 
 @dataclass
