@@ -191,6 +191,7 @@ const char *call_parse(call *c, const char *text, void *module)
     c->text = text;
     c->type = RT_U64;
     c->argc = 0;
+    c->bufs = 0u;
     if (*p == '&') { /* the export's address: resolved, not called */
         c->type = RT_ADDR;
         p++;
@@ -233,7 +234,9 @@ const char *call_parse(call *c, const char *text, void *module)
         num[k] = 0;
         while (*p == ' ')
             p++;
-        if (!parse_u64(num, &c->args[c->argc]))
+        if (str_eq(num, "buf"))
+            c->bufs |= 1u << c->argc;
+        else if (!parse_u64(num, &c->args[c->argc]))
             return "argument is not an unsigned integer";
         c->argc++;
         if (*p == ',') {
@@ -263,6 +266,7 @@ typedef struct guard {
     volatile int faulted;
     volatile u32 code;
     volatile u64 addr;
+    u8 scratch[0x1000] __attribute__((aligned(16))); /* the `buf` argument */
 } guard;
 
 __attribute__((returns_twice)) IMPORT void WINAPI RtlCaptureContext(void *context);
@@ -319,7 +323,10 @@ __declspec(noinline) void call_run(const call *c, outcome *o)
         return;
     }
     g->active = 1;
-    u64 r = ((fn4)c->fn)(c->args[0], c->args[1], c->args[2], c->args[3]);
+    u64 a[4];
+    for (int i = 0; i < 4; i++)
+        a[i] = (c->bufs >> i) & 1u ? (u64)g->scratch : c->args[i];
+    u64 r = ((fn4)c->fn)(a[0], a[1], a[2], a[3]);
     g->active = 0;
     o->value = c->type == RT_VOID ? 0u : c->type == RT_U32 ? (r & 0xFFFFFFFFu) : r;
 }

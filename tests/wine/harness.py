@@ -16,7 +16,8 @@ import shutil
 import subprocess
 import tempfile
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -62,13 +63,13 @@ def build_programs(out: Path) -> dict[str, Path]:
     run("llvm-dlltool-22", "-m", "i386:x86-64", "-d", str(HERE / "kernel32.def"), "-l", "kernel32.lib")
     cflags = ["--target=x86_64-pc-windows-msvc", "/nologo", "/c", "/O2", "/GS-", "/Zl", "/W4", "/WX",
               "/clang:-ffreestanding"]
-    sources = ["common.c", "hptable.c", *(f"{p}.c" for p in PROGRAMS)]
+    sources = ["common.c", "hptable.c", "apply.c", *(f"{p}.c" for p in PROGRAMS)]
     run("clang-cl-22", *cflags, "--", *(str(HERE / s) for s in sources))
     exes = {}
     for prog, entry in PROGRAMS.items():
         exe = out / f"{prog}.exe"
         run("lld-link-22", "/nologo", "/subsystem:console", f"/entry:{entry}", "/nodefaultlib",
-            "/machine:x64", f"/out:{exe.name}", "common.obj", *(["hptable.obj"] if prog == "livepatch" else []),
+            "/machine:x64", f"/out:{exe.name}", "common.obj", *(["hptable.obj", "apply.obj"] if prog == "livepatch" else []),
             f"{prog}.obj", "kernel32.lib")
         exes[prog] = exe
     return exes
@@ -238,9 +239,9 @@ class Run:
         return None
 
 
-def run_runner(wine: Wine, dll: Path, calls: list[str]) -> Run:
-    """runner.exe on ``dll`` with ``calls`` (already typed)."""
-    p = wine.run("runner", dll, *calls)
+def run_runner(wine: Wine, dll: Path, calls: list[str], *, repeat: int = 1) -> Run:
+    """runner.exe on ``dll`` with ``calls`` (already typed), ``repeat`` times over."""
+    p = wine.run("runner", *(["--repeat", str(repeat)] if repeat != 1 else []), dll, *calls)
     results = []
     for line in p.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -248,3 +249,131 @@ def run_runner(wine: Wine, dll: Path, calls: list[str]) -> Run:
             assert int(i) == len(results), p.stdout
             results.append(parse_result(rest))
     return Run(p.returncode, results, p.stdout, p.stderr)
+
+
+def repeatable(wine: Wine, scenario: Path, calls: list[str], repeat: int = 3) -> list[str]:
+    """``calls`` with the result of each call that does not repeat ignored (``void:``): run
+    over and over (as the live patch thread does), a call whose result changes from one
+    round to the next in the base or in the intermediate (a counter that only grows)
+    cannot be compared with a single standalone run."""
+    stable = [True] * len(calls)
+    for kind in ("base", "intermediate"):
+        run = run_runner(wine, scenario / f"{kind}.dll", calls, repeat=repeat)
+        assert len(run.results) == repeat * len(calls), run.stdout
+        rounds = [run.results[k * len(calls):(k + 1) * len(calls)] for k in range(repeat)]
+        for i in range(len(calls)):
+            stable[i] &= all(r[i].same(rounds[0][i]) for r in rounds)
+    return [c if ok else "void:" + c.split(":", 1)[1] for c, ok in zip(calls, stable, strict=True)]
+
+
+# ------------------------------------------------------------------ final images
+
+
+def emit_final(scenario: Path, out: Path) -> Path:
+    """``pehp emit-final`` of the scenario, through the library, into ``out``."""
+    from pehotpatch import api
+
+    final = out / f"{scenario.name}.final.dll"
+    if not final.exists():
+        api.emit_final(scenario / "base.dll", scenario / "intermediate.dll", final,
+                       objects=scenario / "intermediate.objs",
+                       functions_file=scenario / "hotpatch_functions.txt")
+    return final
+
+
+def trap_rvas(scenario: Path, skip: set[int]) -> list[int]:
+    """RVAs of the intermediate's functions that also exist in the base (by name), except
+    ``skip``: in the patch image these copies must never run (the base has them)."""
+    import pehotpatch
+
+    base = {f.name for f in pehotpatch.load_image(scenario / "base.dll").index.functions if f.named}
+    inter = pehotpatch.load_image(scenario / "intermediate.dll").index.functions
+    return sorted({f.rva for f in inter if f.named and f.name in base and f.size >= 2} - skip)
+
+
+def shared_globals(scenario: Path) -> list[str]:
+    """``--global`` specs for the mutable 4- and 8-byte globals both images have."""
+    import pehotpatch
+
+    b = pehotpatch.load_image(scenario / "base.dll").index.globals_by_name
+    n = pehotpatch.load_image(scenario / "intermediate.dll").index.globals_by_name
+    specs = []
+    for name, g in sorted(b.items()):
+        h = n.get(name)
+        if g.mutable and h is not None and h.mutable and g.size in (4, 8) and g.size == h.size:
+            specs.append(f"{name}:{g.rva:#x}:{h.rva:#x}:{g.size}")
+    return specs
+
+
+@dataclass
+class LiveRun:
+    """What livepatch.exe printed, parsed (see the comment at the top of livepatch.c)."""
+
+    rc: int
+    stdout: str
+    base: int = 0
+    patch: int = 0
+    records: list[tuple[str, int, int, int]] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    hpat: dict[str, int] = field(default_factory=dict)
+    traps: dict[int, str] = field(default_factory=dict)
+    applied: int | None = None
+    globals: dict[str, tuple[int, int]] = field(default_factory=dict)
+    undo_identical: bool | None = None
+    patch_data_changed: list[tuple[int, int]] = field(default_factory=list)
+    clean: dict[int, int] = field(default_factory=dict)
+    vectors: dict[int, list[tuple[int, list[Result]]]] = field(default_factory=dict)
+    thread: dict[str, int] = field(default_factory=dict)
+    done: bool = False
+
+    def only_vector(self, phase: int) -> list[Result]:
+        """The one result vector every clean iteration of ``phase`` produced."""
+        vs = self.vectors.get(phase, [])
+        assert len(vs) == 1, f"phase {phase}: {len(vs)} different result vectors\n{self.stdout}"
+        return vs[0][1]
+
+
+def parse_live(rc: int, stdout: str) -> LiveRun:
+    r = LiveRun(rc, stdout)
+    for line in stdout.splitlines():
+        head, _, rest = line.partition(" ")
+        w = rest.split()
+        if head == "IMAGES":
+            r.base, r.patch = (int(x.split("=")[1], 16) for x in w)
+        elif head == "RECORD":
+            r.records.append((w[0], int(w[1], 16), int(w[2], 16), int(w[3], 16)))
+        elif head == "REFUSED":
+            r.refused.append(rest)
+        elif head == "HPAT":
+            r.hpat[w[0]] = int(w[1], 16)
+        elif head == "TRAP":
+            r.traps[int(w[0], 16)] = w[1]
+        elif head == "APPLIED":
+            r.applied = int(w[0])
+        elif head == "GLOBAL":
+            r.globals[w[0]] = (int(w[1].split("=")[1], 16), int(w[2].split("=")[1], 16))
+        elif head == "UNDO":
+            r.undo_identical = w[0] == "base_code_identical=1"
+        elif head == "PATCHDATA_CHANGED":
+            r.patch_data_changed.append((int(w[0], 16), int(w[1])))
+        elif head == "PHASE":
+            r.clean[int(w[0])] = int(w[1].split("=")[1])
+        elif head == "VECTOR":
+            p, count, results = rest.split(" ", 2)
+            r.vectors.setdefault(int(p), []).append((int(count), [parse_result(x) for x in results.split("|")]))
+        elif head == "THREAD":
+            r.thread = {k: int(v) for k, v in (x.split("=") for x in w)}
+        elif head == "DONE":
+            r.done = True
+    return r
+
+
+def run_live(wine: Wine, base: Path, final: Path, calls: list[str], *, traps: Sequence[int] = (),
+             globals_: Sequence[str] = (), iterations: int = 100) -> LiveRun:
+    args: list[str | Path] = [base, final, "--iterations", str(iterations)]
+    for t in traps:
+        args += ["--trap", hex(t)]
+    for g in globals_:
+        args += ["--global", g]
+    p = wine.run("livepatch", *args, *calls, timeout=300)
+    return parse_live(p.returncode, p.stdout + p.stderr)

@@ -1,0 +1,250 @@
+"""A live patch of a running process under Wine: livepatch.exe (tests/wine/livepatch.c)
+loads the base, starts a thread that runs the scenario's ``[run] calls`` in a loop, maps
+the final image without running it, reads its Hotpatch Table with its own C reader, applies
+it the way docs/FORMAT.md says the loader does, later undoes it, and prints what the thread
+saw in each phase.  The expected results are not written here: they are the base's and the
+intermediate's own results from runner.exe.
+
+Purpose-broken tables (drop a backward record, leave a ``__ref_`` slot pointing into the
+patch image, corrupt a record's first bytes, swap two FUNCTION targets) are made by editing
+the table bytes of a real final image (tests/wine/tables.py); each is caught.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pefile
+import pytest
+from wine import harness, tables
+
+pytestmark = pytest.mark.toolchain
+
+PATCHABLE = [d for d in harness.patchable_x64() if harness.run_calls(d) is not None]
+THREAD_EXIT = 7  # livepatch.c's calling thread returns 7 when asked to stop
+ITERATIONS = 100
+
+
+@pytest.fixture(scope="session")
+def wine(tmp_path_factory):
+    reason = harness.missing_tools()
+    if reason:
+        if harness.IN_CI:
+            raise RuntimeError(reason)
+        pytest.skip(reason)
+    return harness.session(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def finals(tmp_path_factory):
+    return tmp_path_factory.mktemp("finals")
+
+
+def _calls(wine, scenario):
+    """The scenario's calls, typed; a result that changes from round to round is ignored."""
+    typed = harness.typed(harness.run_calls(scenario), harness.return_types(scenario / "base.dll"))
+    return harness.repeatable(wine, scenario, typed)
+
+
+def _standalone(wine, dll, calls):
+    run = harness.run_runner(wine, dll, calls)
+    assert run.rc in (0, 1) and len(run.results) == len(calls), run.stdout
+    return run.results
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(x.same(y) for x, y in zip(a, b, strict=True))
+
+
+def _live(wine, scenario, final, calls, *, traps=None):
+    table = tables.read(final)
+    forward_targets = {r.value for r in table.records if r.kind == "func"}
+    return harness.run_live(wine, scenario / "base.dll", final, calls,
+                            traps=harness.trap_rvas(scenario, forward_targets) if traps is None else traps,
+                            globals_=harness.shared_globals(scenario), iterations=ITERATIONS)
+
+
+def _initial_value(final, rva, size):
+    pe = pefile.PE(str(final), fast_load=True)
+    data = pe.get_data(rva, size)
+    pe.close()
+    return int.from_bytes(data.ljust(size, b"\0"), "little")
+
+
+@pytest.mark.parametrize("scenario", PATCHABLE, ids=lambda p: p.name)
+def test_live_patch_switches_a_running_thread(wine, finals, scenario):
+    calls = _calls(wine, scenario)
+    final = harness.emit_final(scenario, finals)
+    base_results = _standalone(wine, scenario / "base.dll", calls)
+    fixed_results = _standalone(wine, scenario / "intermediate.dll", calls)
+    live = _live(wine, scenario, final, calls)
+    assert live.rc == 0 and live.done and not live.refused, live.stdout
+
+    # the C reader of the table agrees with pehp's own decoder, record for record
+    from pehotpatch import api
+
+    reading = api.inspect_image(final)
+    assert reading.valid
+    theirs = [(("i" if c.inverse else "") + tables.TYPES[c.type], r.site, r.target, r.extra[0])
+              for c in reading.table.chunks for r in c.records]
+    assert live.records == theirs
+    assert live.applied == len(theirs)
+
+    # the thread never stopped: it ran clean iterations in every phase and exited when asked
+    assert all(live.clean[p] >= ITERATIONS for p in (0, 1, 2)), live.stdout
+    assert live.thread["exit"] == THREAD_EXIT and live.thread["dropped_vectors"] == 0
+    assert live.thread["iterations"] >= sum(live.clean.values())
+    # before: the base's results; patched: the intermediate's; after undo: the base's again
+    assert _same(live.only_vector(0), base_results)
+    assert _same(live.only_vector(1), fixed_results), live.stdout
+    assert _same(live.only_vector(2), base_results)
+    assert live.undo_identical is True
+    # every stub page lies within 2 GiB of the image whose functions jump to it
+    for image, va in live.hpat.items():
+        start = live.base if image == "base" else live.patch
+        assert abs(va - start) < 0x7FFF0000, (image, hex(va), hex(start))
+    # state stays in the base: nothing wrote to the patch image's data, whose globals keep
+    # their initial values from the file
+    assert live.patch_data_changed == []
+    for spec in harness.shared_globals(scenario):
+        name, _, patch_rva, size = spec.split(":")
+        assert live.globals[name][1] == _initial_value(final, int(patch_rva, 16), int(size)), name
+
+
+def test_live_patch_globals_are_shared_both_ways(wine, finals):
+    """fix_globals: the patched telemetry_record writes g_record_count in the base, which the
+    unpatched telemetry_count reads; the unpatched config_set writes g_config.max_value in the
+    base, and the patched telemetry_record clamps to it."""
+    scenario = harness.SAMPLES / "x64" / "fix_globals"
+    raw = harness.run_calls(scenario)
+    calls = _calls(wine, scenario)
+    final = harness.emit_final(scenario, finals)
+    live = _live(wine, scenario, final, calls)
+    patched = live.only_vector(1)
+    counts = [i for i, c in enumerate(raw) if c == "telemetry_count()"]
+    assert counts
+    # the thread is held after a complete iteration: the base's g_record_count is what the
+    # iteration's last telemetry_count() returned, the patch image's copy never moved
+    assert live.globals["g_record_count"] == (patched[counts[-1]].value, 0)
+    limit = raw.index("config_set(1, 1000)")
+    record = raw.index("telemetry_record(3, 5000)")
+    peek = raw.index("telemetry_peek_scaled(0)")
+    assert limit < record < peek
+    assert patched[peek].value == 1000  # not 5000 (unclamped) nor 100000 (the patch's own g_config)
+
+
+def _broken(final, out, edit):
+    t = tables.read(final)
+    edit(t)
+    out.write_bytes(t.encode())
+    return out
+
+
+# Calls added to a scenario's [run] calls so that the patched code reaches its unchanged
+# callees: fix_calls_unchanged's [run] only flushes into NULL, which the fix returns from
+# before calling ring_pop; a flush into a real buffer (`buf`) with an event pending calls it.
+REACH_CALLEES = {"fix_calls_unchanged": ["telemetry_record(0, 11)", "telemetry_flush(buf, 1)"]}
+
+
+@pytest.mark.parametrize("scenario", [d for d in PATCHABLE if d.name in ("fix_calls_unchanged", "fix_globals",
+                                                                          "constants")],
+                         ids=lambda p: p.name)
+def test_dropped_backward_record_is_caught(wine, finals, tmp_path, scenario):
+    """Without one of its INVERSE FUNCTION records, the patch image's copy of an unchanged
+    callee runs: it is one of the trapped functions, and the thread faults on its int3 at
+    exactly that record's site.  Each backward record is dropped in turn."""
+    final = harness.emit_final(scenario, finals)
+    backward = tables.read(final).find("ifunc")
+    assert backward, "the scenario's patch calls no unchanged function"
+    raw = harness.run_calls(scenario) + REACH_CALLEES.get(scenario.name, [])
+    calls = harness.repeatable(wine, scenario, harness.typed(raw, harness.return_types(scenario / "base.dll")))
+    intact = _live(wine, scenario, final, calls)
+    assert intact.rc == 0 and _same(intact.only_vector(1), _standalone(wine, scenario / "intermediate.dll", calls))
+    for dropped in backward:
+        assert intact.traps[dropped.site] == "redirected"
+        broken = _broken(final, tmp_path / f"final_{dropped.site:x}.dll",
+                         lambda t, d=dropped: t.records.remove(t.find("ifunc", d.site)[0]))
+        live = _live(wine, scenario, broken, calls)
+        assert live.rc == 0 and live.done, live.stdout
+        assert [r[1] for r in live.records if r[0] == "ifunc"] == [b.site for b in backward if b is not dropped]
+        assert live.traps[dropped.site] == "planted"
+        hits = {r.fault_addr - live.patch for _, vec in live.vectors[1] for r in vec if r.fault == 0x80000003}
+        assert hits == {dropped.site}, live.stdout
+
+
+def test_ref_slot_left_in_patch_image_is_caught(wine, finals, tmp_path):
+    """Without the INVERSE ABSOLUTE record of __ref_g_record_count the slot keeps pointing at
+    the patch image's own g_record_count: the patched code's increments land there (seen in
+    the patch image's data) and the base's telemetry_count no longer sees them."""
+    import pehotpatch
+
+    scenario = harness.SAMPLES / "x64" / "fix_globals"
+    final = harness.emit_final(scenario, finals)
+    inter = pehotpatch.load_image(scenario / "intermediate.dll").index.globals_by_name
+    slot = inter["__ref_g_record_count"].rva
+    target = inter["g_record_count"].rva
+    (record,) = tables.read(final).find("iabs", slot)
+    broken = _broken(final, tmp_path / "final.dll", lambda t: t.records.remove(record))
+    calls = _calls(wine, scenario)
+    live = _live(wine, scenario, broken, calls)
+    assert live.rc == 0 and live.done, live.stdout
+    assert any(rva <= target < rva + n for rva, n in live.patch_data_changed), live.stdout
+    fixed = _standalone(wine, scenario / "intermediate.dll", calls)
+    assert not _same(live.only_vector(1), fixed)
+    assert live.globals["g_record_count"][1] != 0  # the patch image's copy was written
+
+
+@pytest.mark.parametrize("scenario", PATCHABLE, ids=lambda p: p.name)
+def test_corrupted_first_bytes_are_refused(wine, finals, tmp_path, scenario):
+    """A FUNCTION record whose recorded first bytes do not match the base: the whole table
+    is refused before anything is written, and the thread keeps running the base."""
+    final = harness.emit_final(scenario, finals)
+    forward = tables.read(final).find("func")
+    if not forward:
+        pytest.skip("no FUNCTION record")
+
+    def corrupt(t):
+        t.find("func", forward[0].site)[0].words[2] ^= 0x0101
+
+    broken = _broken(final, tmp_path / "final.dll", corrupt)
+    calls = _calls(wine, scenario)
+    live = _live(wine, scenario, broken, calls)
+    assert live.rc == 3 and live.done, live.stdout
+    assert live.refused == [f"first bytes func {forward[0].site:#x} recorded "
+                            f"{(forward[0].words[2] ^ 0x0101) & 0xFFFF:#x} found {forward[0].words[2] & 0xFFFF:#x}"]
+    assert live.applied is None and live.hpat == {} and live.clean.get(1) == 0
+    assert _same(live.only_vector(0), _standalone(wine, scenario / "base.dll", calls))
+
+
+def test_swapped_function_targets_are_caught(wine, finals, tmp_path):
+    """Two FUNCTION records with their patch targets swapped: each base function jumps into
+    the other's fix, and the thread's results stop matching the intermediate's."""
+    scenario = next((d for d in PATCHABLE if len(tables.read(harness.emit_final(d, finals)).find("func")) >= 2),
+                    None)
+    assert scenario is not None, "no patchable x64 sample patches two functions"
+    final = harness.emit_final(scenario, finals)
+
+    def swap(t):
+        a, b = t.find("func")[:2]
+        a.words[1], b.words[1] = b.words[1], a.words[1]
+
+    broken = _broken(final, tmp_path / "final.dll", swap)
+    calls = _calls(wine, scenario)
+    live = _live(wine, scenario, broken, calls)
+    assert live.done, live.stdout
+    fixed = _standalone(wine, scenario / "intermediate.dll", calls)
+    assert live.applied is not None
+    assert live.vectors.get(1) and not any(_same(v, fixed) for _, v in live.vectors[1]), live.stdout
+
+
+def test_tables_edit_round_trip(finals):
+    """The table editor rewrites an unchanged table byte for byte, and a dropped record
+    shrinks Size by one record."""
+    final = harness.emit_final(harness.SAMPLES / "x64" / "fix_globals", finals)
+    t = tables.read(final)
+    assert t.encode() == final.read_bytes()
+    size = t.size
+    t.records.remove(t.find("iabs")[0])
+    data = t.encode()
+    assert struct.unpack_from("<I", data, t.info + 4)[0] == size - 4 * t.stride
+    assert len(tables.read_bytes(data).records) == len(t.records)
