@@ -17,7 +17,7 @@ import re
 import capstone
 
 from pehotpatch.emulate.engine import World
-from pehotpatch.emulate.hptable import FUNCTION, LoaderTable
+from pehotpatch.emulate.hptable import FUNCTION
 from pehotpatch.emulate.names import Names
 from pehotpatch.emulate.results import (
     F_MISSING_BACKWARD,
@@ -28,6 +28,7 @@ from pehotpatch.emulate.results import (
 from pehotpatch.emulate.space import MappedImage
 from pehotpatch.image.machine import Machine
 from pehotpatch.image.symbols import ref_target_name
+from pehotpatch.table.model import HotPatchTable
 
 MAX_SCAN = 0x10000  # bytes of one patched function scanned for branches
 _TARGET = re.compile(r"#?(0x[0-9a-fA-F]+)$")
@@ -39,7 +40,7 @@ def _is_branch(machine: Machine, mnemonic: str) -> bool:
     return mnemonic == "call" or mnemonic.startswith("j")
 
 
-def audit(world: World, base: MappedImage, patch: MappedImage, table: LoaderTable) -> list[Finding]:
+def audit(world: World, base: MappedImage, patch: MappedImage, table: HotPatchTable) -> list[Finding]:
     bn, pn = world.names[base.role], world.names[patch.role]
     out = _wrong_functions(bn, pn, table)
     out += _unbound_slots(world, patch, pn)
@@ -47,7 +48,7 @@ def audit(world: World, base: MappedImage, patch: MappedImage, table: LoaderTabl
     return out
 
 
-def _wrong_functions(bn: Names, pn: Names, table: LoaderTable) -> list[Finding]:
+def _wrong_functions(bn: Names, pn: Names, table: HotPatchTable) -> list[Finding]:
     out = []
     for c in table.chunks:
         if c.type != FUNCTION:
@@ -60,7 +61,7 @@ def _wrong_functions(bn: Names, pn: Names, table: LoaderTable) -> list[Finding]:
             a, b = site_n.names_of(fs), ref_n.names_of(ft)
             if a and b and not a & b:
                 out.append(Finding(F_WRONG_FUNCTION,
-                    f"{c.name} record redirects {'patch' if c.inverse else 'base'} "
+                    f"{c.type_name} record redirects {'patch' if c.inverse else 'base'} "
                     f"{site_n.plain(fs.name)} to {'base' if c.inverse else 'patch'} "
                     f"{ref_n.plain(ft.name)}"))
     return out
@@ -82,7 +83,7 @@ def _unbound_slots(world: World, patch: MappedImage, pn: Names) -> list[Finding]
 
 
 def _uncovered_copies(world: World, patch: MappedImage, bn: Names, pn: Names,
-                      table: LoaderTable) -> list[Finding]:
+                      table: HotPatchTable) -> list[Finding]:
     patched = {r.target for c in table.chunks if c.type == FUNCTION and not c.inverse
                for r in c.records}
     covered = {r.site for c in table.chunks if c.type == FUNCTION and c.inverse for r in c.records}

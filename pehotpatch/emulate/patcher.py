@@ -30,13 +30,13 @@ from pehotpatch.emulate.hptable import (
     CALL_TARGET,
     FUNCTION,
     INDIRECT,
-    LoaderTable,
     TableRefused,
     check_against,
 )
 from pehotpatch.emulate.results import Finding, PatchReport, Redirect, UndoReport
 from pehotpatch.emulate.space import MappedImage
 from pehotpatch.image.machine import Machine
+from pehotpatch.table.model import HotPatchTable, Record
 
 AREA_PAIRS = 8  # code/pointer page pairs per HPAT area
 
@@ -123,10 +123,10 @@ class Patcher:
         return self.world.space.read(func, 2)
 
     # ---- apply --------------------------------------------------------------------
-    def apply(self, patch: MappedImage, table: LoaderTable, final: str) -> tuple[PatchReport, list[Finding]]:
+    def apply(self, patch: MappedImage, table: HotPatchTable, final: str) -> tuple[PatchReport, list[Finding]]:
         report = PatchReport(final, patch.role, table.sequence, False)
         for c in table.chunks:
-            report.records[c.name] = report.records.get(c.name, 0) + len(c.records)
+            report.records[c.type_name] = report.records.get(c.type_name, 0) + len(c.records)
         try:
             self._check(patch, table)
         except TableRefused as exc:
@@ -183,7 +183,7 @@ class Patcher:
         self.guard = guard
         return report, audit(self.world, self.base, patch, table)
 
-    def _check(self, patch: MappedImage, table: LoaderTable) -> None:
+    def _check(self, patch: MappedImage, table: HotPatchTable) -> None:
         check_against(table, self.base.pe, patch.pe)
         if table.sequence <= self.sequence:
             raise TableRefused(f"SequenceNumber {table.sequence} is not above the applied patch's "
@@ -200,7 +200,7 @@ class Patcher:
                 if have != want:
                     fname = self.world.names[site_im.role].describe(r.site)
                     raise TableRefused(
-                        f"{c.name} record for {site_im.role} {fname}: recorded first bytes "
+                        f"{c.type_name} record for {site_im.role} {fname}: recorded first bytes "
                         f"{want.hex(' ')}, the function starts with {have.hex(' ')} "
                         "(STATUS_CONFLICTING_ADDRESSES)")
 
@@ -223,8 +223,8 @@ class Patcher:
         return UndoReport(not diffs, n, diffs[:64])
 
 
-def table_records(table: LoaderTable, rtype: int, inverse: bool) -> list:
-    return [r for c in table.chunks if c.type == rtype and c.inverse == inverse for r in c.records]
+def table_records(table: HotPatchTable, rtype: int, inverse: bool) -> list[Record]:
+    return table.records(rtype, inverse=inverse)
 
 
 def fixed_ranges(im: MappedImage) -> list[tuple[int, int]]:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pehotpatch.emulate.calls import Call, parse_call, return_kind
 from pehotpatch.emulate.engine import DEFAULT_BUDGET, World
-from pehotpatch.emulate.hptable import TableRefused, read_table, table_rva
+from pehotpatch.emulate.hptable import TableRefused, has_table, read_table
 from pehotpatch.emulate.patcher import Patcher
 from pehotpatch.emulate.results import (
     F_FAULT,
@@ -60,11 +60,9 @@ def simulate(base: PathLike, final: PathLike, calls: Sequence[str], *, patch_aft
         if pe is not None and pe.machine is not base_pe.machine:
             raise InputError(f"machine {pe.machine.value} does not match the base's "
                              f"{base_pe.machine.value}", pe.path)
-        if pe is not None:
-            try:
-                table_rva(pe)
-            except TableRefused as exc:
-                raise InputError(f"not a final image: {exc}", pe.path) from None
+        if pe is not None and not has_table(pe):
+            raise InputError("not a final image: it carries no hot-patch table "
+                             "(HotPatchTableOffset is 0 or there is no load config)", pe.path)
     if len(calls) > MAX_CALLS:
         raise UsageError(f"more than {MAX_CALLS} calls")
     parsed = [parse_call(c, 8 * base_pe.machine.pointer_size) for c in calls]
