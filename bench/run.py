@@ -41,7 +41,7 @@ OBJDUMP = "llvm-objdump-22"
 OUT_DIR = ROOT / "bench-out"
 
 SYNTH = {"synth-1k": 1000, "synth-10k": 10000, "synth-30k": 30000, "synth-100k": 100000}
-ALL = ["pdb", "numpy", "openblas", *SYNTH]
+ALL = ["pdb", "numpy", "openblas", "final", *SYNTH]
 QUICK_SKIP = {"synth-100k", "openblas"}
 
 # targets from the issue
@@ -399,6 +399,65 @@ def bench_pair(name: str, what: str, base: Path, new: Path, extra: list[str], re
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+EMIT_COST_TARGET_S = 1.0  # emit-final beyond the check itself
+READ_TARGET_S = 1.0  # inspect, verify
+
+
+def bench_final(base: Path, new: Path, what: str, repeat: int, timeout: float) -> list[Result]:
+    """The final image of a real pair (every changed function listed as patched, --force):
+    emit-final's cost beyond the check, then inspect and verify of the written image."""
+    _warm(base, new)
+    tmp = Path(tempfile.mkdtemp(prefix="pehp-bench-final-"))
+    try:
+        probe = subprocess.run([PEHP, "diff", str(base), str(new), "--json"], capture_output=True, text=True,
+                               timeout=timeout)
+        changed = sorted({f["name"] for f in json.loads(probe.stdout).get("functions", [])
+                          if f.get("status") in ("changed", "changed-through-data")})
+        ff = tmp / "functions.txt"
+        ff.write_text("\n".join(changed) + "\n")
+        hp = ["--functions-file", str(ff)]
+        k = [0]
+
+        def emit() -> Meas:
+            k[0] += 1
+            return measure([PEHP, "emit-final", str(base), str(new), "-o", str(tmp / f"final{k[0]}.dll"), *hp,
+                            "--force"], timeout=timeout)
+
+        checks, emits = [], []
+        for _ in range(max(1, repeat)):
+            wait_quiet()
+            checks.append(measure([PEHP, "check", str(base), str(new), *hp, "-f", "json", "-o",
+                                   str(tmp / f"check{len(checks)}.json")], timeout=timeout))
+            emits.append(emit())
+        chk, em = _best(checks), _best(emits)
+        final = tmp / "final1.dll"
+        out: list[Result] = []
+        r = Result("final-emit", f"emit-final --force, {len(changed)} functions patched ({what})", "ok")
+        if em.rc not in (0,) or not final.is_file():
+            r.status, r.error = "failed", _err_line(em)
+            return [r]
+        r.wall_s, r.cpu_s, r.peak_bytes = em.wall_s, em.cpu_s, em.peak_bytes
+        r.details = {"check": chk.brief(), "emit": em.brief(), "patched": len(changed),
+                     "emit_minus_check_s": round(em.wall_s - chk.wall_s, 4)}
+        r.targets.append(_target(f"emit-final - check <= {EMIT_COST_TARGET_S} s", em.wall_s - chk.wall_s,
+                                 EMIT_COST_TARGET_S, "s"))
+        out.append(r)
+        for name, cmd in (("final-inspect", [PEHP, "inspect", str(final), "--json"]),
+                          ("final-verify", [PEHP, "verify", str(final), "--base", str(base), "--intermediate",
+                                            str(new), *hp])):
+            best, runs = best_of(repeat, lambda cmd=cmd: measure(cmd, timeout=timeout))
+            rr = Result(name, " ".join(Path(c).name if "/" in c else c for c in cmd[1:3]), "ok")
+            if best.rc != 0:
+                rr.status, rr.error = "failed", _err_line(best)
+            else:
+                rr.wall_s, rr.cpu_s, rr.peak_bytes = best.wall_s, best.cpu_s, best.peak_bytes
+                rr.targets.append(_target(f"{name.split('-')[1]} < {READ_TARGET_S} s", best.wall_s, READ_TARGET_S, "s"))
+            out.append(rr)
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 STARTUP_CODE = "import pehotpatch.cli, pehotpatch.diff, pehotpatch.image.loader, pehotpatch.render.diff"
 
 
@@ -614,6 +673,12 @@ def main(argv: list[str] | None = None) -> int:
                 n = max(sizes)
                 pair = synth_pair(n)
                 record(bench_pdb(pair["base"].pdb, a.repeat, f"synthetic {n // 1000}k functions"))
+            elif name == "final":
+                b = corpus.numpy_image(corpus.NUMPY_VERSIONS[0], "_multiarray_umath*.pyd")
+                n_ = corpus.numpy_image(corpus.NUMPY_VERSIONS[1], "_multiarray_umath*.pyd")
+                for r in bench_final(b, n_, f"numpy {corpus.NUMPY_VERSIONS[0]} vs {corpus.NUMPY_VERSIONS[1]} {b.name}",
+                                     a.repeat, a.timeout):
+                    record(r)
             elif name in ("numpy", "openblas"):
                 pattern = "_multiarray_umath*.pyd" if name == "numpy" else "libscipy_openblas64_*.dll"
                 b = corpus.numpy_image(corpus.NUMPY_VERSIONS[0], pattern)
