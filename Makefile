@@ -8,7 +8,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 DEMO   ?= samples/x64/fix_globals
 
-.PHONY: setup toolchain wine test test-fast demo samples bench realworld lint typecheck fuzz clean
+.PHONY: setup toolchain wine test test-fast demo samples bench realworld realcode lint typecheck fuzz clean
 
 setup: $(STAMP)
 
@@ -71,6 +71,11 @@ bench: setup toolchain
 # into .cache/), info checked against pefile and llvm-readobj-22; writes docs/REALWORLD.md.
 realworld: setup toolchain
 	$(PY) tools/realworld.py
+
+# Real upstream C libraries (lz4, xxHash) at two releases, from the sdists that bundle them
+# (downloaded into .cache/), built as hot-patch pairs and gated; writes docs/REALCODE.md.
+realcode: setup toolchain
+	$(PY) tools/realcode.py
 
 # The long fuzz run (docs/FUZZING.md): FUZZ_INPUTS inputs over every command on FUZZ_JOBS
 # cores, seeded with the samples, the real msvc-runtime DLLs (FUZZ_CORPUS=0: no network)

@@ -25,7 +25,9 @@ Stable API (names are only ever added):
     ``kind`` is ``call`` / ``jump`` (direct branches, tail calls included; a call to a
     new import thunk is an :class:`ImportUse` instead) or
     ``address`` (the function's address is taken: ``lea``, an immediate, a relocated
-    pointer in data that the code reads directly, or a ``__ref_`` slot's target);
+    pointer in data that the code reads directly, or a ``__ref_`` slot's target;
+    only a function's start counts: an address inside a function is a case label or
+    the disassembler's reading of a displacement, not a function pointer);
     ``target_class`` is ``patched`` / ``unpatched`` / ``new``.
 
 ``Reach.ref_reads``: tuple of :class:`RefSlotRead`
@@ -204,7 +206,7 @@ class _Gatherer:
 
     def _edge(self, src: Function, off: int, kind: str, t: int, via: str | None = None) -> CodeEdge | None:
         tf = self.nix.function_at(t)
-        if tf is None or tf.rva == src.rva:
+        if tf is None or tf.rva == src.rva or (kind == ADDRESS and t != tf.rva):
             return None
         name = tf.name if t == tf.rva else f"{tf.name}+{t - tf.rva:#x}"
         return CodeEdge(src.name, src.rva, off, kind, name, t, tf.rva, self.classify(tf),

@@ -1,0 +1,322 @@
+"""The real-code run: real upstream C libraries at two releases, built here as hot-patch
+pairs the way a new user would, and gated with ``pehp check``.
+
+    make realcode             # or: .venv/bin/python tools/realcode.py [--out docs/REALCODE.md]
+
+For each library the sources of two releases come from the sdists of the Python
+packages that bundle them (``pip download --no-binary``, cached under .cache/realcode/):
+lz4 1.9.3 and 1.9.4 (python-lz4 4.0.2 and 4.3.3), xxHash 0.8.1 and 0.8.2 (python-xxhash
+3.0.0 and 3.4.1).  Each release is compiled with clang-cl-22 (``/O2 /Z7 /GS- /Zl /Gy
+/hotpatch``) and linked with lld-link-22 into a DLL exporting the library's API, with a
+small support unit (DllMain, a load configuration, ``_fltused``) and import libraries
+made by llvm-dlltool-22 for the few C runtime functions the code calls (memcpy & co.
+from vcruntime140.dll, malloc & co. from the UCRT).
+
+The user's steps, per pair:
+
+1. build the base from the old release;
+2. build the new release once without hot-patch flags and run ``pehp diff`` to see what
+   changed;
+3. write the functions file: every changed function and every new function (what the
+   diff lists), and rebuild the intermediate with
+   ``-fms-secure-hotpatch-functions-file``;
+4. run ``pehp check`` (objects and functions file given).
+
+The report (default docs/REALCODE.md) gets a table per pair: sizes, what changed,
+the verdict and the findings per rule; the raw check JSON goes to .cache/realcode/.
+The judgement of the findings (which are right, which are not) is written by hand
+under the generated part of the report and kept when it is rewritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache" / "realcode"
+REPORT = ROOT / "docs" / "REALCODE.md"
+GENERATED_END = "<!-- end of the generated part -->"
+
+CLANG = "clang-cl-22"
+LLD = "lld-link-22"
+DLLTOOL = "llvm-dlltool-22"
+# /Gs1000000: no stack probes (__chkstk is the C runtime's); /Iinclude: the headers below
+CFLAGS = ["--target=x86_64-pc-windows-msvc", "/nologo", "/c", "/O2", "/Z7", "/GS-", "/Zl", "/Gy",
+          "/hotpatch", "/Brepro", "-ffile-compilation-dir=.", "/Gs1000000", "/Iinclude"]
+
+
+@dataclass(frozen=True)
+class Release:
+    package: str  # the PyPI project whose sdist bundles the C sources
+    version: str  # of the package
+    library_version: str  # of the C library
+
+
+@dataclass(frozen=True)
+class Library:
+    name: str
+    subdir: str  # where the C sources are inside the sdist
+    sources: tuple[str, ...]
+    defines: tuple[str, ...]
+    releases: tuple[Release, Release]
+
+
+LIBRARIES = (
+    Library("lz4", "lz4libs", ("lz4.c", "lz4hc.c", "lz4frame.c", "xxhash.c"), ("LZ4_DLL_EXPORT=1",),
+            (Release("lz4", "4.0.2", "1.9.3"), Release("lz4", "4.3.3", "1.9.4"))),
+    Library("xxhash", "deps/xxhash", ("xxhash.c",), ("XXH_EXPORT", "WIN32"),
+            (Release("xxhash", "3.0.0", "0.8.1"), Release("xxhash", "3.4.1", "0.8.2"))),
+)
+
+SUPPORT_C = r"""
+/* DllMain, a load configuration large enough for HotPatchTableOffset, and _fltused:
+   what the C runtime would otherwise supply to a DLL. */
+int _fltused;
+int __stdcall DllMain(void *instance, unsigned long reason, void *reserved)
+{
+    (void)instance; (void)reason; (void)reserved;
+    return 1;
+}
+typedef struct { unsigned int Size; unsigned char rest[0x140 - 4]; } pehp_load_config;
+const pehp_load_config _load_config_used = {.Size = sizeof(pehp_load_config)};
+"""
+
+# There is no Windows SDK here: the few C runtime headers the libraries include, declaring
+# only what they use (clang's own headers supply stddef.h, stdint.h, limits.h, intrin.h).
+HEADERS = {
+    "stdlib.h": """#pragma once
+#include <stddef.h>
+void *malloc(size_t n);
+void *calloc(size_t n, size_t m);
+void *realloc(void *p, size_t n);
+void free(void *p);
+unsigned short _byteswap_ushort(unsigned short v);
+unsigned long _byteswap_ulong(unsigned long v);
+unsigned long long _byteswap_uint64(unsigned long long v);
+unsigned int _rotl(unsigned int v, int s);
+unsigned long long _rotl64(unsigned long long v, int s);
+""",
+    "string.h": """#pragma once
+#include <stddef.h>
+void *memcpy(void *d, const void *s, size_t n);
+void *memmove(void *d, const void *s, size_t n);
+void *memset(void *d, int c, size_t n);
+int memcmp(const void *a, const void *b, size_t n);
+void *memchr(const void *s, int c, size_t n);
+size_t strlen(const char *s);
+""",
+    "assert.h": "#pragma once\n#define assert(x) ((void)0)\n",
+    "malloc.h": "#pragma once\n#include <stdlib.h>\n",
+    "setjmp.h": """#pragma once
+typedef struct { unsigned long long part[2]; } __attribute__((aligned(16))) _JBTYPE;
+typedef _JBTYPE jmp_buf[16];
+""",
+}
+
+CRT_DEFS = {
+    "vcruntime140": ("vcruntime140.dll", ("memcpy", "memmove", "memset", "memcmp", "memchr", "strlen")),
+    "ucrt_heap": ("api-ms-win-crt-heap-l1-1-0.dll", ("malloc", "calloc", "realloc", "free")),
+}
+
+
+@dataclass
+class Result:
+    library: str
+    base: str
+    new: str
+    functions: tuple[int, int] = (0, 0)
+    changed: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    listed: list[str] = field(default_factory=list)
+    verdict: str = ""
+    findings: dict[str, dict[str, int]] = field(default_factory=dict)  # rule -> severity -> count
+    seconds: float = 0.0
+    error: str = ""
+
+
+def _run(cmd: list[str], cwd: Path) -> None:
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed in {cwd}:\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
+
+
+def fetch(rel: Release, lib: Library) -> Path:
+    """The C sources of one release, extracted under .cache/realcode/src/."""
+    dest = CACHE / "src" / f"{lib.name}-{rel.library_version}"
+    if dest.is_dir() and all((dest / s).is_file() for s in lib.sources):
+        return dest
+    sdists = CACHE / "sdist"
+    sdists.mkdir(parents=True, exist_ok=True)
+    found = sorted(sdists.glob(f"{rel.package}-{rel.version}.tar.gz"))
+    if not found:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                        f"{rel.package}=={rel.version}", "-d", str(sdists)],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        found = sorted(sdists.glob(f"{rel.package}-{rel.version}.tar.gz"))
+    if not found:
+        raise RuntimeError(f"pip download gave no sdist for {rel.package}=={rel.version}")
+    prefix = f"{rel.package}-{rel.version}/{lib.subdir}/"
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with tarfile.open(found[0]) as tf:
+        for m in tf.getmembers():
+            if m.isfile() and m.name.startswith(prefix) and "/" not in m.name[len(prefix):]:
+                fh = tf.extractfile(m)
+                if fh is not None:
+                    (tmp / m.name[len(prefix):]).write_bytes(fh.read())
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+def build(lib: Library, src: Path, out: Path, name: str, functions_file: Path | None) -> Path:
+    """Compile and link one DLL; returns its path (objects stay in ``out/<name>.objs``)."""
+    work = out / f"{name}.build"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    for f in src.iterdir():
+        shutil.copy2(f, work / f.name)
+    (work / "pehp_support.c").write_text(SUPPORT_C)
+    (work / "include").mkdir()
+    for h, text in HEADERS.items():
+        (work / "include" / h).write_text(text)
+    flags = [*CFLAGS, *(f"/D{d}" for d in lib.defines)]
+    if functions_file is not None:
+        shutil.copy2(functions_file, work / "hotpatch_functions.txt")
+        flags.append("-fms-secure-hotpatch-functions-file=hotpatch_functions.txt")
+    objs = []
+    for tu in (*lib.sources, "pehp_support.c"):
+        obj = tu[:-2] + ".obj"
+        _run([CLANG, *flags, tu, f"/Fo{obj}"], work)
+        objs.append(obj)
+    libs = []
+    for stem, (dll, names) in CRT_DEFS.items():
+        (work / f"{stem}.def").write_text(f"LIBRARY {dll}\nEXPORTS\n" + "".join(f"{n}\n" for n in names))
+        _run([DLLTOOL, "-m", "i386:x86-64", "-d", f"{stem}.def", "-l", f"{stem}.lib"], work)
+        libs.append(f"{stem}.lib")
+    _run([LLD, "/nologo", "/dll", "/machine:x64", "/entry:DllMain", "/nodefaultlib", "/noimplib", "/debug",
+          f"/pdb:{name}.pdb", "/pdbaltpath:%_PDB%", "/Brepro", "/functionpadmin:6", "/hotpatchcompatible",
+          f"/out:{name}.dll", *objs, *libs], work)
+    for ext in ("dll", "pdb"):
+        shutil.copy2(work / f"{name}.{ext}", out / f"{name}.{ext}")
+    objdir = out / f"{name}.objs"
+    shutil.rmtree(objdir, ignore_errors=True)
+    objdir.mkdir()
+    for o in objs:
+        shutil.copy2(work / o, objdir / o)
+    shutil.rmtree(work)
+    return out / f"{name}.dll"
+
+
+def run_pair(lib: Library) -> Result:
+    from pehotpatch.check import run_check
+    from pehotpatch.diff import diff_images
+    from pehotpatch.image.loader import load_image
+
+    old, new = lib.releases
+    res = Result(lib.name, old.library_version, new.library_version)
+    out = CACHE / "pairs" / f"{lib.name}-{old.library_version}-{new.library_version}"
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        base = build(lib, fetch(old, lib), out, "base", None)
+        plain = build(lib, fetch(new, lib), out, "rebuild", None)
+        d0 = diff_images(load_image(base), load_image(plain))
+        res.changed = sorted(fd.new.name for fd in d0.changed_functions)
+        res.added = sorted(f.name for f in d0.added_functions)
+        res.removed = sorted(f.name for f in d0.removed_functions)
+        res.listed = sorted(set(res.changed) | set(res.added))
+        ff = out / "hotpatch_functions.txt"
+        ff.write_text("".join(f"{n}\n" for n in res.listed))
+        inter = build(lib, fetch(new, lib), out, "intermediate", ff)
+        bi = load_image(base)
+        ni = load_image(inter, objects=out / "intermediate.objs", functions_file=ff)
+        d = diff_images(bi, ni)
+        res.functions = (len(bi.index.functions), len(ni.index.functions))
+        check = run_check(d)
+        res.verdict = check.verdict
+        counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        for f in check.findings:
+            counts[f.rule][f.severity] += 1
+        res.findings = {r: dict(sorted(c.items())) for r, c in sorted(counts.items())}
+        (out / "check.json").write_text(json.dumps([f.to_json() for f in check.findings], indent=1))
+    except Exception as exc:  # noqa: BLE001 - reported in the table
+        res.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _names(xs: list[str], limit: int = 8) -> str:
+    if not xs:
+        return "none"
+    head = ", ".join(f"`{x}`" for x in xs[:limit])
+    return head + (f" (+{len(xs) - limit} more)" if len(xs) > limit else "")
+
+
+def render(results: list[Result], tail: str) -> str:
+    lines = [
+        "# Real code: upstream C libraries at two releases",
+        "",
+        "Generated by `make realcode` (`tools/realcode.py`); the sources come from the sdists of",
+        "the Python packages that bundle them. Each pair is built here as a new user would build",
+        "it (see the tool's docstring): base from the old release, the new release once plainly",
+        "to list what `pehp diff` says changed, then the intermediate with that list as the",
+        "functions file; `pehp check` gets the objects and the functions file.",
+        "",
+        "| library | releases | functions base/intermediate | changed | added | removed | verdict | findings (rule: errors/warnings/notes) | time |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if r.error:
+            lines.append(f"| {r.library} | {r.base} -> {r.new} | | | | | failed | {r.error} | {r.seconds:.1f} s |")
+            continue
+        cells = []
+        for rule, c in r.findings.items():
+            cells.append(f"{rule}: {c.get('error', 0)}/{c.get('warning', 0)}/{c.get('note', 0)}")
+        lines.append(f"| {r.library} | {r.base} -> {r.new} | {r.functions[0]}/{r.functions[1]} | "
+                     f"{len(r.changed)} | {len(r.added)} | {len(r.removed)} | {r.verdict} | "
+                     f"{', '.join(cells) or 'none'} | {r.seconds:.1f} s |")
+    lines.append("")
+    for r in results:
+        if r.error:
+            continue
+        lines += [f"**{r.library} {r.base} -> {r.new}**: changed {_names(r.changed)}; added {_names(r.added)}; "
+                  f"removed {_names(r.removed)}.", ""]
+    lines += [GENERATED_END, ""]
+    return "\n".join(lines) + tail
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=str(REPORT))
+    ap.add_argument("--library", action="append", choices=[lib.name for lib in LIBRARIES])
+    a = ap.parse_args(argv)
+    missing = [t for t in (CLANG, LLD, DLLTOOL) if shutil.which(t) is None]
+    if missing:
+        print(f"realcode: missing {', '.join(missing)} (make toolchain)", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(ROOT))
+    results = [run_pair(lib) for lib in LIBRARIES if not a.library or lib.name in a.library]
+    out = Path(a.out)
+    old = out.read_text(encoding="utf-8") if out.exists() else ""
+    tail = old.split(GENERATED_END, 1)[1].lstrip("\n") if GENERATED_END in old else ""
+    out.write_text(render(results, "\n" + tail if tail else ""), encoding="utf-8")
+    for r in results:
+        print(f"{r.library} {r.base} -> {r.new}: {r.error or r.verdict} "
+              f"({sum(sum(c.values()) for c in r.findings.values())} findings, {r.seconds:.1f} s)")
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
