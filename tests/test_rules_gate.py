@@ -228,3 +228,17 @@ def test_run_once_excludes_functions_stored_as_pointers():
     ix = sample_diff("x64", "fix_globals").base.index
     names = {ix.function_by_rva[t].name for t in stored_function_pointers(ix)}
     assert {"handle_info", "handle_warn", "handle_error", "handle_metric"} <= names
+
+
+def test_an_address_inside_a_function_is_not_a_function_pointer():
+    """The x64 normaliser may read a displacement as an RVA that lands inside code (seen
+    on lz4, docs/REALCODE.md); only a function's start is a function pointer."""
+    d = sample_diff("x64", "fnptr_identity")
+    ix = d.new.index
+    src = ix.functions_by_name["gate_is_default"]
+    target = ix.functions_by_name["handler_default"].rva
+    fc = d.codes[1][src.rva]
+    moved = fc._replace(refs=tuple((o, k, t + 4 if t == target else t) for o, k, t in fc.refs))
+    d2 = variant(d, codes=(d.codes[0], {**d.codes[1], src.rva: moved}))
+    assert [e.target for e in gather(d2, d2.new.hotpatch).edges if e.kind == ADDRESS] == []
+    assert [e.target for e in gather(d, d.new.hotpatch).edges if e.kind == ADDRESS] == ["handler_default"]
