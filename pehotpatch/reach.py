@@ -132,12 +132,19 @@ class Reach:
         return [e for e in self.edges if e.source_rva == source_rva]
 
 
-def in_hotpatch_set(fn: Function, names: Iterable[str], machine: Machine) -> bool:
-    """Whether ``fn`` (any of its names, decorated or plain) is in ``names``."""
-    spell = set()
+def spellings(names: Iterable[str], machine: Machine) -> frozenset[str]:
+    """Every name as given and undecorated (x86 ``_f@8`` -> ``f``)."""
+    out: set[str] = set()
     for n in names:
-        spell.add(n)
-        spell.add(plain_name(n, machine))
+        out.add(n)
+        out.add(plain_name(n, machine))
+    return frozenset(out)
+
+
+def in_hotpatch_set(fn: Function, names: Iterable[str], machine: Machine) -> bool:
+    """Whether ``fn`` (any of its names, decorated or plain) is in ``names`` (a set made
+    by :func:`spellings` is used as it is)."""
+    spell = names if isinstance(names, frozenset) else spellings(names, machine)
     return any(n in spell or plain_name(n, machine) in spell for n in (fn.name, *fn.aliases))
 
 
@@ -166,8 +173,8 @@ class _Gatherer:
         self.nix: SymbolIndex = diff.new.index
         self.img = self.nix.image
         self.code: dict[int, FuncCode] = diff.codes[1]
-        names = hotpatch.sorted() if isinstance(hotpatch, HotpatchSet) else sorted(set(hotpatch))
         m = self.img.machine
+        names = spellings(hotpatch.sorted() if isinstance(hotpatch, HotpatchSet) else hotpatch, m)
         self.patched: dict[int, Function] = {}
         for fd in diff.functions:
             if fd.status in (CHANGED, THROUGH_DATA) and in_hotpatch_set(fd.new, names, m):
