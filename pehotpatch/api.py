@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pehotpatch.diff import DiffResult
     from pehotpatch.emit.final import EmitResult
     from pehotpatch.emulate.results import SimulationResult
-    from pehotpatch.image.loader import LoadedImage
+    from pehotpatch.load import LoadedImage
     from pehotpatch.plan.model import PatchPlan
     from pehotpatch.table.decode import TableReading
     from pehotpatch.tree import TreeEntry
@@ -48,7 +48,7 @@ def load_image(image: PathLike, *, pdb: PathLike | None = None, objects: PathLik
     >>> li.pe.machine.value, sorted(li.hotpatch.names)
     ('x64', ['telemetry_record'])
     """
-    from pehotpatch.image.loader import load_image as _load
+    from pehotpatch.load import load_image as _load
 
     return _load(Path(image), pdb=_p(pdb), objects=_p(objects), functions_file=_p(functions_file),
                  ignore_pdb_mismatch=ignore_pdb_mismatch)
@@ -71,11 +71,13 @@ def load_pair(base: PathLike, intermediate: PathLike, *, pdb_base: PathLike | No
     return b, n
 
 
-def diff_loaded(base: LoadedImage, intermediate: LoadedImage, *, jobs: int | None = None) -> DiffResult:
-    """Correlate and compare two loaded images (see :func:`diff_pair`)."""
+def diff_loaded(base: LoadedImage, intermediate: LoadedImage, *, jobs: int | None = None,
+                progress: Any = None) -> DiffResult:
+    """Correlate and compare two loaded images (see :func:`diff_pair`); ``progress(stage,
+    done, total)`` is told of each stage (normalise, correlate, compare)."""
     from pehotpatch.diff import diff_images
 
-    return diff_images(base, intermediate, jobs=jobs)
+    return diff_images(base, intermediate, jobs=jobs, progress=progress)
 
 
 def diff_pair(base: PathLike, intermediate: PathLike, *, pdb_base: PathLike | None = None,

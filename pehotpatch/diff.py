@@ -14,7 +14,8 @@ import bisect
 import re
 import struct
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from pehotpatch.codemap import (
     KIND_CODES,
@@ -25,7 +26,7 @@ from pehotpatch.codemap import (
     normalize_function,
 )
 from pehotpatch.correlate import Correlation, correlate
-from pehotpatch.image.loader import LoadedImage
+from pehotpatch.load import LoadedImage
 from pehotpatch.image.machine import Machine
 from pehotpatch.image.pe import PEImage
 from pehotpatch.image.symbols import Function, Global, SymbolIndex
@@ -413,24 +414,44 @@ def _equal_without_padding(bix: SymbolIndex, fb: Function, nix: SymbolIndex, fn:
     return a is not None and a == _without_padding(nix, fn)
 
 
-def diff_images(base: LoadedImage, new: LoadedImage, *, jobs: int | None = None) -> DiffResult:
+#: ``progress(stage, done, total)``: called as each stage (normalise, correlate, compare)
+#: starts with ``done=0``, and as the comparison goes on.
+Progress = Callable[[str, int, int], None]
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    return None
+
+
+def diff_images(base: LoadedImage, new: LoadedImage, *, jobs: int | None = None,
+                progress: Progress | None = None) -> DiffResult:
     """Correlate and compare two loaded builds."""
     with paused_gc():
-        return _diff_images(base, new, jobs=jobs)
+        return _diff_images(base, new, jobs=jobs, progress=progress or _no_progress)
 
 
-def _diff_images(base: LoadedImage, new: LoadedImage, *, jobs: int | None) -> DiffResult:
+def _diff_images(base: LoadedImage, new: LoadedImage, *, jobs: int | None, progress: Progress) -> DiffResult:
     t0 = time.perf_counter()
+    progress("normalise", 0, len(base.index.functions) + len(new.index.functions))
     bcode, ncode = build_codemaps([base.index, new.index], jobs=jobs)
-    bcode.update(discover_call_targets(base.index, bcode))
-    ncode.update(discover_call_targets(new.index, ncode))
+    # Loading's results are not changed: the diff keeps images whose indexes also hold the
+    # functions found as call targets.
+    bix, extra = discover_call_targets(base.index, bcode)
+    bcode.update(extra)
+    nix, extra = discover_call_targets(new.index, ncode)
+    ncode.update(extra)
+    base, new = replace(base, index=bix), replace(new, index=nix)
+    progress("correlate", 0, 1)
     corr = correlate(base.index, new.index, bcode, ncode)
+    progress("compare", 0, len(corr.functions))
     rb = _Resolver(base.index, corr, "base")
     rn = _Resolver(new.index, None, "new")
     db, dn = _DataView(base.index, bcode), _DataView(new.index, ncode)
     diffs: list[FunctionDiff] = []
     unchanged = 0
-    for p in corr.functions:
+    for i, p in enumerate(corr.functions):
+        if i and not i % 512:
+            progress("compare", i, len(corr.functions))
         fd = compare_function(p.base, p.new, p.method, bcode.get(p.base.rva), ncode.get(p.new.rva), rb, rn, db, dn)
         if fd.status == UNCHANGED:
             unchanged += 1

@@ -24,6 +24,7 @@ from pehotpatch.cli.common import (
     preflight_output,
     used_inputs,
 )
+from pehotpatch.cli.progress import Quiet, stage_progress
 
 NAME = "check"
 
@@ -42,16 +43,19 @@ def command(
     waivers: Waivers = None,
     allow_new_imports: AllowImports = False,
     jobs: Jobs = None,
+    quiet: Quiet = False,
 ) -> None:
     """Decide whether the intermediate can be hot-patched onto the base (exit 0 patchable, 1 rejected)."""
-    from pehotpatch.api import check_diff, diff_pair
+    from pehotpatch.api import check_diff, diff_loaded, load_pair
     from pehotpatch.waivers import load_waivers
 
     given = (base, intermediate, pdb_base, pdb, objects, functions_file, waivers)
     preflight_output(output, overwrite, list(given))
     wv = load_waivers(waivers) if waivers is not None else None
-    d = diff_pair(base, intermediate, pdb_base=pdb_base, pdb=pdb, objects=objects,
-                  functions_file=functions_file, ignore_pdb_mismatch=ignore_pdb_mismatch, jobs=jobs)
+    with stage_progress(quiet) as progress:
+        b, n = load_pair(base, intermediate, pdb_base=pdb_base, pdb=pdb, objects=objects,
+                         functions_file=functions_file, ignore_pdb_mismatch=ignore_pdb_mismatch)
+        d = diff_loaded(b, n, jobs=jobs, progress=progress)
     res = check_diff(d, waivers=wv, allow_new_imports=allow_new_imports)
     inputs = used_inputs(d.base, d.new, extra=given)
     if fmt is OutputFormat.json:

@@ -22,6 +22,7 @@ from pehotpatch.cli.common import (
     preflight_output,
     used_inputs,
 )
+from pehotpatch.cli.progress import Quiet, stage_progress
 
 NAME = "diff"
 
@@ -39,15 +40,18 @@ def command(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write JSON to a file.")] = None,
     overwrite: Overwrite = False,
     jobs: Jobs = None,
+    quiet: Quiet = False,
 ) -> None:
     """Show what really changed between two builds, function by function (exit 0)."""
-    from pehotpatch.api import diff_pair
+    from pehotpatch.api import diff_loaded, load_pair
     from pehotpatch.render.diff import diff_to_json, render_diff
 
     given = (base, intermediate, pdb_base, pdb, objects, functions_file)
     preflight_output(output, overwrite, list(given))
-    res = diff_pair(base, intermediate, pdb_base=pdb_base, pdb=pdb, objects=objects,
-                    functions_file=functions_file, ignore_pdb_mismatch=ignore_pdb_mismatch, jobs=jobs)
+    with stage_progress(quiet) as progress:
+        b, n = load_pair(base, intermediate, pdb_base=pdb_base, pdb=pdb, objects=objects,
+                         functions_file=functions_file, ignore_pdb_mismatch=ignore_pdb_mismatch)
+        res = diff_loaded(b, n, jobs=jobs, progress=progress)
     if json_out or output is not None:
         emit_document(diff_to_json(res, verbose=verbose), output, overwrite=overwrite,
                       inputs=used_inputs(res.base, res.new, extra=given))
