@@ -54,3 +54,43 @@ def test_final_image_runs_like_the_intermediate(wine, finals, scenario):
     run = harness.run_runner(wine, final, [f"&{n}" for n in names])
     table = harness.exports(scenario / "intermediate.dll")
     assert run.rc == 0 and [r.value for r in run.results] == [run.loaded + table[n] for n in names]
+
+
+# memset/memmove/memcmp through the DLL's exports on the runner's scratch buffer; a memcmp
+# result is only defined by its sign: after memset(buf, 'A', 4) the first 4 bytes are
+# greater than the zero bytes after them; after memmove they are equal.
+VCRUNTIME_CALLS = ["void:memset(buf, 65, 4)", "u32:memcmp(buf, buf+4, 4)", "void:memmove(buf+4, buf, 4)",
+                   "u32:memcmp(buf, buf+4, 4)", "u32:memcmp(buf, buf+4, 5)"]
+
+
+@pytest.mark.network
+def test_forced_final_of_vcruntime140_loads_under_wine(wine, msvc_pair, tmp_path):
+    """Real Microsoft-built DLLs (msvc-runtime 14.42 -> 14.44: signed, CFG, load config of
+    0x140 bytes): the final image written with --force, every changed function listed,
+    loads under Wine as the native vcruntime140 (not Wine's builtin one), runs its DllMain,
+    resolves every export where pefile says and runs the string functions like the
+    intermediate."""
+    from pehotpatch import api
+
+    base, inter = (d / "vcruntime140.dll" for d in msvc_pair)
+    changed = [f.new.name for f in api.diff_pair(base, inter).changed_functions]
+    assert len(changed) > 20
+    ff = tmp_path / "functions.txt"
+    ff.write_text("\n".join(changed) + "\n")
+    final = tmp_path / "vcruntime140.dll"
+    api.emit_final(base, inter, final, functions_file=ff, force=True)
+    assert api.inspect_image(final).valid
+
+    results = {}
+    for name, dll in (("base", base), ("intermediate", inter), ("final", final)):
+        table = harness.exports(dll)
+        names = sorted(table)
+        run = harness.run_runner(wine, dll, [*VCRUNTIME_CALLS, *(f"&{n}" for n in names)], native=["vcruntime140"])
+        assert run.rc == 0, run.stdout + run.stderr
+        calls = run.results[:len(VCRUNTIME_CALLS)]
+        addresses = run.results[len(VCRUNTIME_CALLS):]
+        assert [r.value - run.loaded for r in addresses] == [table[n] for n in names], name
+        results[name] = [str(r) for r in calls]
+        _, greater, _, equal, differ = calls
+        assert 0 < greater.value < 0x80000000 and equal.value == 0 and differ.value != 0, name
+    assert results["final"] == results["intermediate"]

@@ -132,3 +132,18 @@ def test_runner_refuses_bad_input(wine, args, message):
     p = wine.run("runner", *[str(dll) if a == "SAMPLE" else a for a in args])
     assert p.returncode == 2
     assert message in p.stdout and "RESULT" not in p.stdout
+
+
+def test_runner_scratch_buffer_and_repeat(wine):
+    """``buf`` passes the calling thread's scratch buffer: report_format_u32 writes 12345
+    there and returns its 5 digits, telemetry_checksum then reads them (CRC-32 of "12345",
+    computed here with zlib); ``--repeat`` runs the calls again in the same process, so the
+    record count goes on growing."""
+    import zlib
+
+    dll = harness.SAMPLES / "x64" / "no_change" / "base.dll"
+    run = harness.run_runner(wine, dll, ["u32:report_format_u32(buf+16, 64, 12345)", "u32:telemetry_checksum(buf+16, 5)",
+                                         "u32:telemetry_record(0, 1)", "u32:telemetry_count()"], repeat=3)
+    assert run.rc == 0
+    values = [r.value for r in run.results]
+    assert values == [5, zlib.crc32(b"12345"), 1, 1, 5, zlib.crc32(b"12345"), 1, 2, 5, zlib.crc32(b"12345"), 1, 3]

@@ -223,6 +223,8 @@ const char *call_parse(call *c, const char *text, void *module)
         p++;
     while (*p != ')') {
         char num[32];
+        const char *rest;
+        u64 offset = 0;
         u32 k = 0;
         if (c->argc == 4)
             return "more than 4 arguments";
@@ -234,9 +236,11 @@ const char *call_parse(call *c, const char *text, void *module)
         num[k] = 0;
         while (*p == ' ')
             p++;
-        if (str_eq(num, "buf"))
+        if (starts_with(num, "buf", &rest) && (*rest == 0 || (*rest == '+' && parse_u64(rest + 1, &offset) &&
+                                                            offset < 0x1000u))) {
             c->bufs |= 1u << c->argc;
-        else if (!parse_u64(num, &c->args[c->argc]))
+            c->args[c->argc] = *rest == 0 ? 0u : offset; /* offset into the buffer */
+        } else if (!parse_u64(num, &c->args[c->argc]))
             return "argument is not an unsigned integer";
         c->argc++;
         if (*p == ',') {
@@ -325,7 +329,7 @@ __declspec(noinline) void call_run(const call *c, outcome *o)
     g->active = 1;
     u64 a[4];
     for (int i = 0; i < 4; i++)
-        a[i] = (c->bufs >> i) & 1u ? (u64)g->scratch : c->args[i];
+        a[i] = (c->bufs >> i) & 1u ? (u64)g->scratch + c->args[i] : c->args[i];
     u64 r = ((fn4)c->fn)(a[0], a[1], a[2], a[3]);
     g->active = 0;
     o->value = c->type == RT_VOID ? 0u : c->type == RT_U32 ? (r & 0xFFFFFFFFu) : r;

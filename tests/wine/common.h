@@ -4,8 +4,9 @@
  * output, the command line, the call syntax and a call that survives a fault.
  *
  * Call syntax (one argument per call):  [TYPE:]NAME(ARG, ...)
- *   NAME   an export of the DLL;  ARG  an unsigned integer, decimal or 0x hex, or `buf`:
- *          the address of a 4 KiB scratch buffer of the calling thread (up to 4 arguments,
+ *   NAME   an export of the DLL;  ARG  an unsigned integer, decimal or 0x hex, or `buf` /
+ *          `buf+N`: the address of (byte N of) a 4 KiB scratch buffer of the calling thread,
+ *          zero at first (up to 4 arguments,
  *          passed in RCX, RDX, R8, R9 as the x64 ABI does);
  *   TYPE   how the result (RAX) is shown and compared: u64 (default), u32 (low 32 bits)
  *          or void (nothing: the register holds whatever the callee left there).

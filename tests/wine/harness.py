@@ -88,13 +88,17 @@ class Wine:
         env.update(WINEPREFIX=str(self.prefix), WINEDEBUG="-all", WINEDLLOVERRIDES="mscoree,mshtml=")
         return env
 
-    def run(self, prog: str, *args: str | os.PathLike[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(self, prog: str, *args: str | os.PathLike[str], timeout: float = 120,
+            native: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
         """Runs a test program; its output goes through files, not pipes: the prefix's
         background processes (wineserver, services.exe, ...) inherit the first program's
         handles and outlive it, so a pipe would not see end-of-file when the program exits."""
         cmd = [str(WINE), str(self.exes[prog]), *(str(a) for a in args)]
+        env = self.env
+        if native:  # these DLL names load from the given files, not Wine's own builtin DLLs
+            env["WINEDLLOVERRIDES"] += ";" + ",".join(native) + "=n"
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            p = subprocess.run(cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            p = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                timeout=timeout)
             out.seek(0)
             err.seek(0)
@@ -239,9 +243,9 @@ class Run:
         return None
 
 
-def run_runner(wine: Wine, dll: Path, calls: list[str], *, repeat: int = 1) -> Run:
+def run_runner(wine: Wine, dll: Path, calls: list[str], *, repeat: int = 1, native: Sequence[str] = ()) -> Run:
     """runner.exe on ``dll`` with ``calls`` (already typed), ``repeat`` times over."""
-    p = wine.run("runner", *(["--repeat", str(repeat)] if repeat != 1 else []), dll, *calls)
+    p = wine.run("runner", *(["--repeat", str(repeat)] if repeat != 1 else []), dll, *calls, native=native)
     results = []
     for line in p.stdout.splitlines():
         if line.startswith("RESULT "):
