@@ -458,7 +458,7 @@ def bench_final(base: Path, new: Path, what: str, repeat: int, timeout: float) -
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-STARTUP_CODE = "import pehotpatch.cli, pehotpatch.diff, pehotpatch.image.loader, pehotpatch.render.diff"
+STARTUP_CODE = "import pehotpatch.cli, pehotpatch.diff, pehotpatch.load, pehotpatch.render.diff"
 
 
 def bench_startup(repeat: int) -> Result:

@@ -8,8 +8,6 @@ The library API (:mod:`pehotpatch.api`) is re-exported here::
     print(result.verdict)
 """
 
-__version__ = "0.1.0"
-
 from pehotpatch.api import (  # noqa: E402
     FinalImage,
     check_diff,
@@ -26,6 +24,7 @@ from pehotpatch.api import (  # noqa: E402
     simulate,
     verify_final,
 )
+from pehotpatch.version import __version__
 
 __all__ = ["__version__", "FinalImage", "check_diff", "check_pair", "check_tree", "diff_loaded", "diff_pair",
            "emit_final", "inspect_image", "load_image", "load_pair", "plan_diff", "plan_pair", "simulate", "verify_final"]

@@ -223,9 +223,10 @@ def build_codemaps(indexes: Sequence[SymbolIndex], *, jobs: int | None = None) -
     return out
 
 
-def discover_call_targets(ix: SymbolIndex, code: dict[int, FuncCode]) -> dict[int, FuncCode]:
-    """Add functions that are called but known to no symbol source (MSVC leaf functions
-    have no ``.pdata`` entry); return their code, already normalised."""
+def discover_call_targets(ix: SymbolIndex, code: dict[int, FuncCode]) -> tuple[SymbolIndex, dict[int, FuncCode]]:
+    """Functions that are called but known to no symbol source (MSVC leaf functions have
+    no ``.pdata`` entry): a new index that holds them too (``ix`` is not changed), and
+    their code, already normalised."""
     call = KIND_CODES["call"]
     targets = sorted({t for fc in code.values() for _, k, t in fc.refs if k == call})
     extra: list[Function] = []
@@ -243,5 +244,4 @@ def discover_call_targets(ix: SymbolIndex, code: dict[int, FuncCode]) -> dict[in
         if extra and extra[-1].rva < t < extra[-1].end:
             extra[-1].size = t - extra[-1].rva
         extra.append(Function(f"sub_{t:x}", t, max(1, end - t), {"call-target"}))
-    ix.add_functions(extra)
-    return {f.rva: _summarise(f.rva, normalize_function(ix.image, f)) for f in extra}
+    return ix.with_functions(extra), {f.rva: _summarise(f.rva, normalize_function(ix.image, f)) for f in extra}

@@ -26,10 +26,10 @@ from pehotpatch.codemap import (
     normalize_function,
 )
 from pehotpatch.correlate import Correlation, correlate
-from pehotpatch.load import LoadedImage
 from pehotpatch.image.machine import Machine
 from pehotpatch.image.pe import PEImage
 from pehotpatch.image.symbols import Function, Global, SymbolIndex
+from pehotpatch.load import LoadedImage
 from pehotpatch.perf import paused_gc
 
 UNCHANGED = "unchanged"

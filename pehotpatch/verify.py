@@ -45,7 +45,7 @@ class VerifyResult:
         return 0 if self.ok else 1
 
     def to_json(self) -> dict[str, Any]:
-        from pehotpatch import __version__
+        from pehotpatch.version import __version__
 
         return {"schema": VERIFY_SCHEMA, "schema_version": 1,
                 "tool": {"name": "pehp", "version": __version__},

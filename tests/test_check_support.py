@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pehotpatch.check import CheckOptions, CheckResult, run_check
 from pehotpatch.diff import DiffResult, diff_images
-from pehotpatch.image.loader import load_image
+from pehotpatch.load import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"

@@ -8,8 +8,8 @@ import pytest
 from conftest import IN_CI
 
 from pehotpatch.diff import CHANGED, diff_images
-from pehotpatch.image.loader import load_image
 from pehotpatch.listing import listing
+from pehotpatch.load import load_image
 
 
 def _diff_release_pair(pattern: str):

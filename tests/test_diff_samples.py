@@ -6,7 +6,7 @@ import pytest
 from conftest import load_expect, scenario_dirs
 
 from pehotpatch.diff import diff_images
-from pehotpatch.image.loader import load_image
+from pehotpatch.load import load_image
 
 SCENARIOS = scenario_dirs()
 

@@ -13,7 +13,7 @@ import pytest
 from test_check_support import check, of
 
 from pehotpatch.diff import diff_images
-from pehotpatch.image.loader import load_image
+from pehotpatch.load import load_image
 
 pytestmark = pytest.mark.toolchain
 

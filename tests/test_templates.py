@@ -9,8 +9,8 @@ from conftest import SAMPLES
 from pehotpatch import codemap
 from pehotpatch.codemap import _code_with_template, _summarise, _Templates, build_codemaps
 from pehotpatch.disasm import normalize
-from pehotpatch.image.loader import load_image
 from pehotpatch.image.machine import Machine
+from pehotpatch.load import load_image
 from pehotpatch.templates import derive, make_template
 
 IB = 0x180000000

@@ -222,7 +222,7 @@ def build(lib: Library, src: Path, out: Path, name: str, functions_file: Path | 
 def run_pair(lib: Library) -> Result:
     from pehotpatch.check import run_check
     from pehotpatch.diff import diff_images
-    from pehotpatch.image.loader import load_image
+    from pehotpatch.load import load_image
 
     old, new = lib.releases
     res = Result(lib.name, old.library_version, new.library_version)

@@ -18,8 +18,8 @@ from typing import Annotated, Any
 
 import typer
 
-from pehotpatch import __version__
 from pehotpatch.errors import EXIT_ERROR, PehpError
+from pehotpatch.version import __version__
 
 app = typer.Typer(
     name="pehp",
@@ -52,7 +52,7 @@ def _root(
 # The command table: one module per command, each with NAME and command().  Adding a
 # command is adding its module here.
 COMMANDS = ("info", "diff", "check", "check_tree", "plan", "emit_final", "inspect", "verify",
-            "simulate", "rules")
+            "simulate", "rules", "report")
 
 
 def _register_commands() -> None:

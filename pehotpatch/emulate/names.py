@@ -22,8 +22,8 @@ class Names:
 
     @cached_property
     def index(self) -> SymbolIndex:
-        from pehotpatch.image.loader import find_pdb, pdb_mismatch
         from pehotpatch.image.pdb import load_pdb
+        from pehotpatch.load import find_pdb, pdb_mismatch
 
         path = self.pdb_path
         if path is None and self.discover:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -148,13 +148,13 @@ class SymbolIndex:
             return g
         return None
 
-    def add_functions(self, extra: list[Function]) -> None:
-        """Insert functions found later (e.g. call targets) and refresh the lookups."""
+    def with_functions(self, extra: list[Function]) -> SymbolIndex:
+        """A new index that also holds ``extra`` (functions found later, e.g. call
+        targets); this one is left as it is."""
         if not extra:
-            return
-        self.functions = sorted([*self.functions, *extra], key=lambda f: f.rva)
-        for cached in ("_fstarts", "functions_by_name", "function_by_rva"):
-            self.__dict__.pop(cached, None)
+            return self
+        return replace(self, functions=sorted([*self.functions, *extra], key=lambda f: f.rva),
+                       notes=list(self.notes))
 
     @cached_property
     def imports_by_slot(self) -> dict[int, str]:

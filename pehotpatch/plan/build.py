@@ -12,9 +12,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from pehotpatch.diff import DiffResult
-from pehotpatch.image.loader import LoadedImage
 from pehotpatch.image.pe import PEImage
 from pehotpatch.image.symbols import SymbolIndex
+from pehotpatch.load import LoadedImage
 from pehotpatch.plan.model import (
     Backward,
     CallTarget,

@@ -145,7 +145,7 @@ class PatchPlan:
 
     # ---- JSON ----------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        from pehotpatch import __version__
+        from pehotpatch.version import __version__
 
         def conv(obj: Any) -> Any:
             d = asdict(obj)

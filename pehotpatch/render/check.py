@@ -9,9 +9,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pehotpatch import __version__
 from pehotpatch.check import CheckResult
 from pehotpatch.rules import ERROR, NOTE, WARNING, Finding
+from pehotpatch.version import __version__
 
 CHECK_SCHEMA_VERSION = 1
 

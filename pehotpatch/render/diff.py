@@ -18,8 +18,8 @@ from pehotpatch.diff import (
     DiffResult,
     FunctionDiff,
 )
-from pehotpatch.image.loader import LoadedImage
 from pehotpatch.listing import first_difference, listing, mapped_listing
+from pehotpatch.load import LoadedImage
 
 DIFF_SCHEMA_VERSION = 1
 

@@ -77,7 +77,7 @@ def _name(ix: SymbolIndex | None, rva: int) -> str:
 
 
 def inspect_to_json(path: str, rd: TableReading, ix: SymbolIndex | None = None) -> dict[str, Any]:
-    from pehotpatch import __version__
+    from pehotpatch.version import __version__
 
     doc: dict[str, Any] = {"schema": "pehp-inspect", "schema_version": 1,
                            "tool": {"name": "pehp", "version": __version__},

@@ -8,8 +8,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pehotpatch.image.loader import LoadedImage
 from pehotpatch.image.pe import PEImage
+from pehotpatch.load import LoadedImage
 
 INFO_SCHEMA_VERSION = 1
 

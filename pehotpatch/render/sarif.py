@@ -25,10 +25,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from pehotpatch import __version__
 from pehotpatch.check import CheckResult
 from pehotpatch.errors import UsageError
 from pehotpatch.rules import Finding, Rule, all_rules
+from pehotpatch.version import __version__
 
 SARIF_VERSION = "2.1.0"
 #: The tool's home (``tool.driver.informationUri``): the package on PyPI.
