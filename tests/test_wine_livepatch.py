@@ -248,3 +248,45 @@ def test_tables_edit_round_trip(finals):
     data = t.encode()
     assert struct.unpack_from("<I", data, t.info + 4)[0] == size - 4 * t.stride
     assert len(tables.read_bytes(data).records) == len(t.records)
+
+
+@pytest.mark.network
+def test_live_patch_of_vcruntime140(wine, msvc_pair, tmp_path):
+    """A real Microsoft-built DLL: vcruntime140 14.42 running, the forced final image of
+    14.44 (every changed function listed: FUNCTION, INVERSE FUNCTION, INVERSE INDIRECT for
+    its imports and INVERSE CALL_TARGET for CFG) applied while a thread loops over strchr and
+    strstr, which the table redirects, and memset/memcmp, which it does not.  The C reader
+    agrees with pehp's decoder on every record, the thread keeps the same results in all
+    three phases, and undo leaves the base's code as it was."""
+    from pehotpatch import api
+
+    base, inter = (d / "vcruntime140.dll" for d in msvc_pair)
+    ff = tmp_path / "functions.txt"
+    ff.write_text("\n".join(f.new.name for f in api.diff_pair(base, inter).changed_functions) + "\n")
+    final = tmp_path / "final" / "vcruntime140.dll"
+    final.parent.mkdir()
+    api.emit_final(base, inter, final, functions_file=ff, force=True)
+    calls = ["void:memset(buf, 65, 8)", "u32:memcmp(buf, buf+4, 4)", "u64:strchr(buf, 65)", "u64:strchr(buf+16, 65)",
+             "u64:strstr(buf, buf+6)", "void:memset(buf+2, 66, 1)", "u64:strstr(buf, buf+1)"]
+    p = wine.run("livepatch", base, final, "--iterations", str(ITERATIONS), *calls, native=["vcruntime140"],
+                 timeout=300)
+    live = harness.parse_live(p.returncode, p.stdout + p.stderr)
+    assert live.rc == 0 and live.done, live.stdout
+
+    reading = api.inspect_image(final)
+    theirs = [(("i" if c.inverse else "") + tables.TYPES[c.type], r.site, r.target, r.extra[0])
+              for c in reading.table.chunks for r in c.records]
+    assert live.records == theirs and live.applied == len(theirs)
+    assert {k for k, *_ in theirs} == {"iind", "ifunc", "ict", "func"}
+    exports = harness.exports(base)
+    redirected = {r[1] for r in theirs if r[0] == "func"}
+    assert exports["strchr"] in redirected and exports["strstr"] in redirected
+    assert exports["memset"] not in redirected and exports["memcmp"] not in redirected
+
+    assert all(live.clean[p] >= ITERATIONS for p in (0, 1, 2)) and live.thread["exit"] == THREAD_EXIT
+    before = live.only_vector(0)
+    assert _same(live.only_vector(1), before) and _same(live.only_vector(2), before)
+    # strchr finds 'A' at buf, none past the 8 bytes set; strstr finds "AA" at buf+0, "AB.." not before buf+1
+    _, cmp, found, none, first, _, at = before
+    assert cmp.value == 0 and none.value == 0 and found.value == first.value == at.value - 1 != 0
+    assert live.undo_identical is True
