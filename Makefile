@@ -91,7 +91,10 @@ fuzz: setup
 	    $(if $(filter 1,$(FUZZ_CORPUS)),--corpus) $(if $(filter 1,$(FUZZ_BUILT)),--built)
 
 lint: setup
-	$(PY) -m ruff check pehotpatch tests tools fuzz
+	$(PY) -m ruff check pehotpatch tests tools fuzz bench
+	$(PY) -m mypy pehotpatch
+
+typecheck: setup
 	$(PY) -m mypy pehotpatch
 
 clean:

@@ -32,6 +32,9 @@ from pehotpatch.image.symbols import Function, Global, SymbolIndex
 from pehotpatch.load import LoadedImage
 from pehotpatch.perf import paused_gc
 
+#: Names a referenced address the same way on both sides (see _Resolver.key).
+KeyFn = Callable[[int], tuple]
+
 UNCHANGED = "unchanged"
 CHANGED = "changed"
 THROUGH_DATA = "changed-through-data"
@@ -278,7 +281,7 @@ class _DataView:
                 return out
         return None
 
-    def compare(self, other: _DataView, t_self: int, t_other: int, key_self, key_other,
+    def compare(self, other: _DataView, t_self: int, t_other: int, key_self: KeyFn, key_other: KeyFn,
                 f_self: Function, f_other: Function) -> bool:
         """True when the read-only data at ``t_self`` (base) equals ``t_other`` (new)."""
         memo = (t_self, t_other, f_self.rva, f_other.rva)
@@ -287,7 +290,7 @@ class _DataView:
             got = self._same[memo] = self._compare(other, t_self, t_other, key_self, key_other, f_self, f_other)
         return got
 
-    def _compare(self, other: _DataView, t_self: int, t_other: int, key_self, key_other,
+    def _compare(self, other: _DataView, t_self: int, t_other: int, key_self: KeyFn, key_other: KeyFn,
                  f_self: Function, f_other: Function) -> bool:
         if self._may_be_table(t_self, f_self):
             ja = self.jump_table(t_self, f_self)
@@ -307,7 +310,8 @@ class _DataView:
             return None
         return self.ix.image.try_read(t, min(MAX_DATA_COMPARE, sec.rva + sec.size - t))
 
-    def _compare_data(self, other: _DataView, t_self: int, t_other: int, key_self, key_other) -> bool:
+    def _compare_data(self, other: _DataView, t_self: int, t_other: int, key_self: KeyFn,
+                      key_other: KeyFn) -> bool:
         # Equal bytes as far as any extent could reach: equal, whatever the extent.
         wa = self._window(t_self)
         if wa is not None and wa == other._window(t_other):

@@ -67,3 +67,15 @@ def msvc_pair() -> tuple[Path, Path]:
     import corpus
 
     return tuple(_corpus(corpus.msvc_runtime, v) for v in corpus.MSVC_RUNTIME_VERSIONS)  # type: ignore[return-value]
+
+
+#: Fixtures that download from the package registry: a test using one is a `network` test.
+NETWORK_FIXTURES = frozenset({"msvc_dlls", "msvc_pair", "realworld_images", "numpy_diff"})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that downloads (through a fixture) as `network`, so that
+    `make test-fast` (-m "not network") runs offline."""
+    for item in items:
+        if NETWORK_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.network)

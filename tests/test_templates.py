@@ -84,6 +84,7 @@ def test_other_bytes_outside_the_fields_are_not_reused():
     assert derive(t, b"\x56\xe8" + _rel32(0x3000) + b"\x5e\xc3", 0x2000, IB, [], Machine.X64, fc.refs) is None
 
 
+@pytest.mark.network
 def test_realworld_numpy_reuse(request):
     import corpus
 
