@@ -57,10 +57,10 @@ def _same(a, b) -> bool:
 
 
 def _live(wine, scenario, final, calls, *, traps=None):
-    table = tables.read(final)
-    forward_targets = {r.value for r in table.records if r.kind == "func"}
-    return harness.run_live(wine, scenario / "base.dll", final, calls,
-                            traps=harness.trap_rvas(scenario, forward_targets) if traps is None else traps,
+    if traps is None:
+        forward_targets = {r.value for r in tables.read(final).records if r.kind == "func"}
+        traps = harness.trap_rvas(scenario, forward_targets)
+    return harness.run_live(wine, scenario / "base.dll", final, calls, traps=traps,
                             globals_=harness.shared_globals(scenario), iterations=ITERATIONS)
 
 
@@ -290,3 +290,51 @@ def test_live_patch_of_vcruntime140(wine, msvc_pair, tmp_path):
     _, cmp, found, none, first, _, at = before
     assert cmp.value == 0 and none.value == 0 and found.value == first.value == at.value - 1 != 0
     assert live.undo_identical is True
+
+
+def _set_word(data: bytearray, off: int, value: int) -> None:
+    struct.pack_into("<I", data, off, value)
+
+
+LOADER_RULES = {
+    # edit of the table bytes -> the reason livepatch.c's reader gives
+    "obligatory chunk": (lambda t, d: _set_word(d, t.info + t.patch_table, struct.unpack_from(
+        "<I", d, t.info + t.patch_table)[0] | 0x40000000), "chunk header has the OBLIGATORY bit"),
+    "reserved bit": (lambda t, d: _set_word(d, t.info + t.patch_table, struct.unpack_from(
+        "<I", d, t.info + t.patch_table)[0] | 0x1000), "chunk header has reserved bits"),
+    "forward ABSOLUTE": (lambda t, d: _set_word(d, t.info + t.patch_table, 0x2C000 | (struct.unpack_from(
+        "<I", d, t.info + t.patch_table)[0] & 0xFFF)), "forward chunk that is not FUNCTION"),
+    "base checksum": (lambda t, d: _set_word(d, t.base + 0xC, 0x1234),
+                      "base identity (TimeDateStamp, CheckSum) does not match the running base"),
+    "sequence 0": (lambda t, d: _set_word(d, t.info + 8, 0), "SequenceNumber is 0"),
+    "two bases": (lambda t, d: _set_word(d, t.info + 0x10, 2), "BaseImageCount is not 1"),
+    "no terminator": (lambda t, d: _set_word(d, t.info + 4, t.size - 4), "patch table runs past Size (no terminating 0)"),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(LOADER_RULES))
+def test_tables_breaking_a_loader_rule_are_refused(wine, finals, tmp_path, rule):
+    """livepatch.c's reader refuses what the loader refuses (the rules in docs/FORMAT.md),
+    before anything is written; body_fix's table starts with its FUNCTION chunk."""
+    scenario = harness.SAMPLES / "x64" / "body_fix"
+    final = harness.emit_final(scenario, finals)
+    t = tables.read(final)
+    assert [r.kind for r in t.records] == ["func"]
+    data = bytearray(final.read_bytes())
+    edit, reason = LOADER_RULES[rule]
+    edit(t, data)
+    broken = tmp_path / "final.dll"
+    broken.write_bytes(bytes(data))
+    live = _live(wine, scenario, broken, _calls(wine, scenario), traps=[])
+    assert live.rc == 3 and live.refused == [reason], live.stdout
+    assert live.applied is None and not live.hpat and not live.done
+
+
+def test_final_for_another_base_is_refused(wine, finals):
+    """fix_globals' final image names pehplib's base; a running gatelib base is refused."""
+    other = next(d for d in PATCHABLE if "pehp_version" not in harness.export_names(d / "base.dll"))
+    final = harness.emit_final(harness.SAMPLES / "x64" / "fix_globals", finals)
+    calls = harness.typed(harness.run_calls(other)[:1], harness.return_types(other / "base.dll"))
+    live = harness.run_live(wine, other / "base.dll", final, calls)
+    assert live.rc == 3
+    assert live.refused == ["base identity (TimeDateStamp, CheckSum) does not match the running base"]

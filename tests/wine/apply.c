@@ -121,8 +121,8 @@ int hp_first_bytes_ok(const hp_table *table, const u8 *base_va, const u8 *patch_
     int ok = 1;
     for (int i = 0; i < table->nrecords; i++) {
         const hp_record *r = &table->records[i];
-        if (r->type != HP_FUNCTION)
-            continue;
+        if (r->type != HP_FUNCTION || table->extra_words == 0u)
+            continue; /* without an extra word there are no first bytes to compare */
         const u8 *f = (r->inverse ? patch_va : base_va) + r->site;
         if (*(const u16 *)f != (u16)r->extra) {
             out_str("REFUSED first bytes ");

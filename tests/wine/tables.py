@@ -39,6 +39,7 @@ class Table:
     size: int
     patch_table: int  # offset of the first chunk, from IMAGE_HOT_PATCH_INFO
     stride: int
+    base: int = 0  # file offset of IMAGE_HOT_PATCH_BASE
     records: list[Record] = field(default_factory=list)
 
     def find(self, kind: str, site: int | None = None) -> list[Record]:
@@ -88,7 +89,7 @@ def read_bytes(image: bytes) -> Table:
     extra = struct.unpack_from("<I", data, info + 0x18)[0]
     base = struct.unpack_from("<I", data, info + base_list)[0]
     patch_table = struct.unpack_from("<I", data, info + base + 0x18)[0]
-    t = Table(data, info, size, patch_table, 2 + extra)
+    t = Table(data, info, size, patch_table, 2 + extra, info + base)
     off = info + patch_table
     while True:
         (head,) = struct.unpack_from("<I", data, off)
