@@ -242,3 +242,13 @@ def test_an_address_inside_a_function_is_not_a_function_pointer():
     d2 = variant(d, codes=(d.codes[0], {**d.codes[1], src.rva: moved}))
     assert [e.target for e in gather(d2, d2.new.hotpatch).edges if e.kind == ADDRESS] == []
     assert [e.target for e in gather(d, d.new.hotpatch).edges if e.kind == ADDRESS] == ["handler_default"]
+
+
+def test_run_once_roots_include_tls_callbacks():
+    d = sample_diff("x64", "init_once")
+    ix = d.base.index
+    limit = ix.functions_by_name["gate_limit"]
+    img = dataclasses.replace(ix.image, tls_callbacks=[limit.rva])
+    roots = run_once_roots(dataclasses.replace(ix, image=img))
+    assert roots[limit.rva] == "a TLS callback"
+    assert roots[ix.functions_by_name["DllMain"].rva] == "the entry point"
