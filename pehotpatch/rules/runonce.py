@@ -17,13 +17,14 @@ from pehotpatch.rules.context import Context
 
 define(
     "HP109", "ChangedRunOnceCode", "change in code that runs only at load", ERROR,
-    """A function that changed runs only while the image loads: it is the entry point
-    (DllMain: its process-attach path), a TLS callback or a CRT initialiser, or it is
-    called only from those. The running process executed the base's version when it
-    loaded the image and will not execute it again, so hot-patching it changes nothing
-    in that process, while a process that loads the fixed image behaves differently.
-    Move the fix to code that runs again (for example initialise lazily on first use),
-    or ship it as a regular update.""",
+    """A function that changed runs only while the image loads or a thread starts: it
+    is the entry point (DllMain), a TLS callback or a CRT initialiser, or it is called
+    only from those. The running process executed the base's version when it loaded the
+    image (process attach) and keeps the state that version set up; at most new threads
+    would run the fix. A process that loads the fixed image behaves differently, so the
+    patched process does not behave like the intermediate. Move the fix to code that
+    runs again (for example initialise lazily on first use), or ship it as a regular
+    update.""",
 )
 
 #: CRT initialiser table bounds: (start symbol, end symbol, what runs from it).
@@ -146,8 +147,9 @@ def check_run_once(ctx: Context) -> Iterator[Finding]:
         fb: Function = fd.base
         where = f"called only from {root} ({' -> '.join(path)})" if len(path) > 1 else f"it is {root}"
         expl = [f"{name} changed" + (" (in the hot-patch set)" if ctx.in_set(fd.new) else ""),
-                f"it runs only while the image loads: {where}",
-                "the running process already executed the base's version and will not execute it again",
+                f"it runs only while the image loads or a thread starts: {where}",
+                "the running process already executed the base's version when it loaded the image "
+                "(process attach), and keeps the state that version set up",
                 "so the patched process would not behave like one that loads the intermediate"]
         yield finding(
             "HP109", f"{name} changed, but it runs only at load ({where})", symbol=name, kind="function",
