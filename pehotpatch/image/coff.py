@@ -160,7 +160,9 @@ def parse_object(data: bytes, path: str | None = None) -> CoffObject:
 
     sections = parse_sections(data, section_table, nsections, strtab, path)
     symbols = parse_object_symbols(data, symtab, nsyms, big, strtab, sections, path) if nsyms else []
-    obj = CoffObject(
+    by_index = {s.index: s for s in symbols}
+    info = read_codeview(sections, by_index.get, path)
+    return CoffObject(
         path=path or "",
         machine=machine,
         is_bigobj=big,
@@ -168,16 +170,19 @@ def parse_object(data: bytes, path: str | None = None) -> CoffObject:
         characteristics=characteristics,
         sections=sections,
         symbols=symbols,
-        procedures=[],
-        globals_=[],
-        hotpatch_functions=set(),
-        compile_flags=None,
-        inline_sites={},
-        thunks=[],
-        types=None,
+        procedures=info.procedures,
+        globals_=info.globals_,
+        hotpatch_functions=info.hotpatch_functions,
+        compile_flags=info.compile_flags,
+        inline_sites=info.inline_sites,
+        thunks=info.thunks,
+        types=info.types,
+        type_server=info.type_server,
+        objname=info.objname,
+        debug_string_tables=info.debug_string_tables,
+        hotpatch_procedures=info.hotpatch_procedures,
+        _by_index=by_index,
     )
-    read_codeview(obj, path)
-    return obj
 
 
 _KNOWN_MACHINES = frozenset(

@@ -9,8 +9,8 @@ hot-patching; they are matched to procedures by linker name and by LF_FUNC_ID.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from pehotpatch.errors import FormatError
 
@@ -26,14 +26,13 @@ from .codeview.symbols import (
     DATA_OFFSET_FIELD,
     PROC_OFFSET_FIELD,
     THUNK_OFFSET_FIELD,
+    CompileSym,
     SymbolScan,
     scan_symbols,
 )
 from .codeview.types import TypeTable
 from .coff_sections import CoffSection
-
-if TYPE_CHECKING:
-    from .coff import CoffObject
+from .coff_symtab import CoffSymbol
 
 
 @dataclass(slots=True)
@@ -76,15 +75,35 @@ class ObjThunk:
 
 
 
+@dataclass(slots=True)
+class ObjDebugInfo:
+    """What an object's CodeView sections say (see :class:`~.coff.CoffObject`)."""
+
+    procedures: list[ObjProcedure] = field(default_factory=list)
+    globals_: list[ObjDataSymbol] = field(default_factory=list)
+    hotpatch_functions: set[str] = field(default_factory=set)
+    hotpatch_procedures: set[str] = field(default_factory=set)
+    compile_flags: CompileSym | None = None
+    inline_sites: dict[str, set[str]] = field(default_factory=dict)
+    thunks: list[ObjThunk] = field(default_factory=list)
+    types: TypeTable | None = None
+    type_server: str | None = None
+    objname: str | None = None
+    debug_string_tables: list[bytes] = field(default_factory=list)
+
+
 def _reloc_map(section: CoffSection) -> dict[int, int]:
     return {r.offset: r.symbol_index for r in section.relocations}
 
 
-def read_codeview(obj: CoffObject, path: str | None) -> None:
-    """Fill ``obj``'s procedures, globals, thunks, inline sites, hot-patch functions and
-    types from its ``.debug$T`` and ``.debug$S`` sections."""
+def read_codeview(sections: list[CoffSection], symbol: Callable[[int], CoffSymbol | None],
+                  path: str | None) -> ObjDebugInfo:
+    """An object's procedures, globals, thunks, inline sites, hot-patch functions and
+    types, from its ``.debug$T`` and ``.debug$S`` sections; ``symbol`` gives the symbol
+    at a table index (debug relocations name symbols by index)."""
+    obj = ObjDebugInfo()
     # types first: symbols need them for signatures and data facts
-    for sec in obj.sections:
+    for sec in sections:
         if sec.name == ".debug$T" and sec.data:
             data = sec.data
             if len(data) < 4 or struct.unpack_from("<I", data, 0)[0] != CV_SIGNATURE_C13:
@@ -101,11 +120,11 @@ def read_codeview(obj: CoffObject, path: str | None) -> None:
             break  # one .debug$T per object
 
     types = obj.types
-    syms = obj.symbol
+    syms = symbol
     hotpatch: set[str] = set()
     hotpatch_ids: set[int] = set()
     pending: list[tuple[SymbolScan, dict[int, int]]] = []
-    for sec in obj.sections:
+    for sec in sections:
         if sec.name != ".debug$S" or not sec.data:
             continue
         data = sec.data
@@ -208,6 +227,7 @@ def read_codeview(obj: CoffObject, path: str | None) -> None:
                 types.id_name(site.inlinee) if types is not None else None
             ) or f"<id {site.inlinee:#x}>"
             obj.inline_sites.setdefault(site.procedure, set()).add(name)
+    return obj
 
 
 def _type_server_name(data: bytes, records: TypeRecords, kind: int, path: str | None) -> str:
