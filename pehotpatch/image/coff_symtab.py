@@ -15,11 +15,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pehotpatch.errors import FormatError
 
-from .codeview._binary import cstring
-from .coff_sections import CoffSection
+if TYPE_CHECKING:  # only a type here: PE images read their symbols without the object reader
+    from .coff_sections import CoffSection
 
 IMAGE_SYM_UNDEFINED = 0
 IMAGE_SYM_ABSOLUTE = -1
@@ -113,7 +114,10 @@ def iter_symbols(data: bytes, table: int, count: int, big: bool, strtab: bytes,
             if strict:
                 if off < 4 or off >= nstr:
                     raise FormatError(f"symbol {i}: name offset {off} outside the string table", path)
-                name = cstring(strtab, off, nstr, "symbol name", path)[0]
+                nul = strtab.find(b"\0", off, nstr)
+                if nul < 0:
+                    raise FormatError(f"symbol name: name at offset {off:#x} is not NUL-terminated", path)
+                name = strtab[off:nul].decode("utf-8", "replace")
             else:
                 end = strtab.find(b"\0", off) if off < nstr else -1
                 name = strtab[off:end].decode("utf-8", "replace") if end >= 0 else ""
