@@ -21,10 +21,13 @@ from pehotpatch.api import (  # noqa: E402
     load_pair,
     plan_diff,
     plan_pair,
+    report_pair,
     simulate,
     verify_final,
+    write_report,
 )
 from pehotpatch.version import __version__
 
 __all__ = ["__version__", "FinalImage", "check_diff", "check_pair", "check_tree", "diff_loaded", "diff_pair",
-           "emit_final", "inspect_image", "load_image", "load_pair", "plan_diff", "plan_pair", "simulate", "verify_final"]
+           "emit_final", "inspect_image", "load_image", "load_pair", "plan_diff", "plan_pair", "report_pair", "simulate", "verify_final",
+           "write_report"]

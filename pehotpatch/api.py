@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pehotpatch.emulate.results import SimulationResult
     from pehotpatch.load import LoadedImage
     from pehotpatch.plan.model import PatchPlan
+    from pehotpatch.report.model import ReportModel
     from pehotpatch.table.decode import TableReading
     from pehotpatch.tree import TreeEntry
     from pehotpatch.verify import VerifyResult
@@ -341,3 +342,67 @@ def simulate(base: PathLike, final: PathLike, calls: list[str], *, patch_after: 
 __all__ = ["load_image", "load_pair", "diff_loaded", "diff_pair", "check_diff", "check_pair", "check_tree",
            "plan_diff", "plan_pair", "emit_final", "inspect_image", "verify_final", "FinalImage",
            "simulate"]
+
+
+def report_pair(base: PathLike, intermediate: PathLike, output: PathLike | None, *,
+                pdb_base: PathLike | None = None, pdb: PathLike | None = None,
+                objects: PathLike | None = None, functions_file: PathLike | None = None,
+                ignore_pdb_mismatch: bool = False, waivers: PathLike | None = None,
+                allow_new_imports: bool = False, overwrite: bool = False, jobs: int | None = None,
+                progress: Any = None) -> ReportModel:
+    """Check a pair and write its review report (one self-contained HTML file: verdict and
+    findings with the rule pages, side-by-side listings of every changed function, the patch
+    plan as a graph, image-level changes, pairing, inputs with hashes) to ``output`` (None:
+    build it, write nothing).
+
+    >>> import tempfile, os
+    >>> s = "samples/x64/fix_globals"
+    >>> out = os.path.join(tempfile.mkdtemp(), "report.html")
+    >>> m = report_pair(f"{s}/base.dll", f"{s}/intermediate.dll", out,
+    ...                 functions_file=f"{s}/hotpatch_functions.txt")
+    >>> m.verdict, [f.name for f in m.functions], open(out).read().startswith("<!DOCTYPE html>")
+    ('patchable', ['telemetry_record'], True)
+    """
+    from pehotpatch.output import check_destination
+    from pehotpatch.waivers import load_waivers
+
+    given = [Path(p) for p in (base, intermediate, pdb_base, pdb, objects, functions_file, waivers) if p is not None]
+    if output is not None:
+        check_destination(output, overwrite=overwrite, inputs=given)
+    wv = load_waivers(Path(waivers)) if waivers is not None else None
+    b, n = load_pair(base, intermediate, pdb_base=pdb_base, pdb=pdb, objects=objects,
+                     functions_file=functions_file, ignore_pdb_mismatch=ignore_pdb_mismatch)
+    d = diff_loaded(b, n, jobs=jobs, progress=progress)
+    chk = check_diff(d, waivers=wv, allow_new_imports=allow_new_imports)
+    return write_report(d, chk, output, objects=objects, functions_file=functions_file, waivers=waivers,
+                        allow_new_imports=allow_new_imports, overwrite=overwrite)
+
+
+def write_report(diff: DiffResult, check: CheckResult, output: PathLike | None, *,
+                 objects: PathLike | None = None, functions_file: PathLike | None = None,
+                 waivers: PathLike | None = None, allow_new_imports: bool = False,
+                 overwrite: bool = False) -> ReportModel:
+    """The review report of a diff and its check (see :func:`report_pair`), written to
+    ``output`` unless None; ``objects``, ``functions_file`` and ``waivers`` are listed among
+    the inputs with their hashes.
+
+    >>> s = "samples/x64/inline_pulls"
+    >>> d = diff_pair(f"{s}/base.dll", f"{s}/intermediate.dll", functions_file=f"{s}/hotpatch_functions.txt")
+    >>> m = write_report(d, check_diff(d), None, functions_file=f"{s}/hotpatch_functions.txt")
+    >>> m.verdict, [f.rule for f in m.findings], sorted(m.rules)
+    ('rejected', ['HP501'], ['HP501'])
+    """
+    from pehotpatch.report.build import report_model, write_report_file
+
+    model = report_model(diff, check, allow_new_imports=allow_new_imports,
+                         inputs=[("objects", _p(objects)), ("functions file", _p(functions_file)),
+                                 ("waivers", _p(waivers))])
+    if output is not None:
+        inputs = [Path(p) for p in (objects, functions_file, waivers) if p is not None]
+        inputs += [Path(diff.base.path), Path(diff.new.path)]
+        inputs += [Path(x.pdb_path) for x in (diff.base, diff.new) if x.pdb_path]
+        write_report_file(model, Path(output), overwrite=overwrite, inputs=inputs)
+    return model
+
+
+__all__ += ["report_pair", "write_report"]

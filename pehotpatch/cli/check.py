@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from pehotpatch.cli.common import (
@@ -44,6 +47,8 @@ def command(
     allow_new_imports: AllowImports = False,
     jobs: Jobs = None,
     quiet: Quiet = False,
+    report: Annotated[Path | None, typer.Option(
+        "--report", help="Also write the review report (HTML, as `pehp report`) to this file.")] = None,
 ) -> None:
     """Decide whether the intermediate can be hot-patched onto the base (exit 0 patchable, 1 rejected)."""
     from pehotpatch.api import check_diff, diff_loaded, load_pair
@@ -51,6 +56,7 @@ def command(
 
     given = (base, intermediate, pdb_base, pdb, objects, functions_file, waivers)
     preflight_output(output, overwrite, list(given))
+    preflight_output(report, overwrite, list(given) + ([output] if output else []))
     wv = load_waivers(waivers) if waivers is not None else None
     with stage_progress(quiet) as progress:
         b, n = load_pair(base, intermediate, pdb_base=pdb_base, pdb=pdb, objects=objects,
@@ -58,6 +64,11 @@ def command(
         d = diff_loaded(b, n, jobs=jobs, progress=progress)
     res = check_diff(d, waivers=wv, allow_new_imports=allow_new_imports)
     inputs = used_inputs(d.base, d.new, extra=given)
+    if report is not None:
+        from pehotpatch.api import write_report
+
+        write_report(d, res, report, objects=objects, functions_file=functions_file, waivers=waivers,
+                     allow_new_imports=allow_new_imports, overwrite=overwrite)
     if fmt is OutputFormat.json:
         from pehotpatch.render.check import check_to_json
 
