@@ -29,11 +29,16 @@ from .mutators import mutate
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
-COMMANDS = ("info", "diff", "check", "check-tree")
-COMMAND_WEIGHTS = (30, 20, 30, 20)
+COMMANDS = ("info", "diff", "check", "check-tree", "simulate")
+COMMAND_WEIGHTS = (30, 20, 30, 20, 10)
 # Output formats and how often each is drawn (text goes through rich, the slowest part).
 FORMATS = {"info": {"json": 3, "text": 1}, "diff": {"json": 3, "text": 1},
-           "check": {"text": 1, "json": 2, "sarif": 2}, "check-tree": {"text": 1, "json": 2, "sarif": 2}}
+           "check": {"text": 1, "json": 2, "sarif": 2}, "check-tree": {"text": 1, "json": 2, "sarif": 2},
+           "simulate": {"text": 1, "json": 2}}
+# simulate: the first calls of a sample's [run] list, and an instruction budget per call
+SIMULATE_CALLS = 12
+SIMULATE_BUDGET = 200_000
+FINALS_DIR = ROOT / ".cache" / "fuzz-finals"
 # Share of inputs mutating a real DLL when they are on (they cost ~10x a sample each).
 CORPUS_SHARE = 0.12
 # Real DLLs small enough for a diff in well under a second (info takes any of them).
@@ -74,8 +79,25 @@ class Seeds:
             self.corpus_names = sorted(p.name for p in a.glob("*.dll") if (b / p.name).is_file())
         self._bytes: dict[str, bytes] = {}
         self._layouts: dict[str, Layout] = {}
+        self._runs: dict[str, list[str]] = {}
+
+    def run_calls(self, seed: str) -> list[str]:
+        """A sample's ``[run] calls`` (empty for other seeds and non-patchable samples)."""
+        if seed not in self._runs:
+            calls: list[str] = []
+            if seed.startswith("samples:"):
+                import tomllib
+
+                with open(self.samples / seed.split(":", 1)[1] / "expect.toml", "rb") as fh:
+                    doc = tomllib.load(fh)
+                if doc.get("check", {}).get("verdict") == "patchable":
+                    calls = list(doc.get("run", {}).get("calls", []))
+            self._runs[seed] = calls
+        return self._runs[seed]
 
     def ids(self, command: str) -> list[str]:
+        if command == "simulate":
+            return [f"samples:{s}" for s in self.scenarios if self.run_calls(f"samples:{s}")]
         out = [f"samples:{s}" for s in self.scenarios] + sorted(self.built)
         for n in self.corpus_names:
             if command == "info" or self.file(f"corpus:{n}", "intermediate.dll").stat().st_size \
@@ -95,6 +117,8 @@ class Seeds:
                  "hotpatch_functions.txt", "waivers.toml"]
         for side in ("base", "intermediate"):
             roles += sorted(f"{side}.objs/{p.name}" for p in (d / f"{side}.objs").glob("*.obj"))
+        if self.run_calls(seed):
+            roles.append("final.dll")
         return roles
 
     def file(self, seed: str, role: str) -> Path:
@@ -104,6 +128,8 @@ class Seeds:
                 self.built = built_seeds()
             stem = name.removesuffix("_bigobj")
             return self.built[seed] / f"{stem}.{role.rsplit('.', 1)[1]}"
+        if role == "final.dll":
+            return final_image(self.samples / name)
         if kind == "corpus":
             if self.corpus_dirs is None:
                 self.corpus_dirs = corpus_dirs()
@@ -126,6 +152,25 @@ class Seeds:
         if got is None:
             got = self._layouts[key] = layout_for(self.data(seed, role), kind_of(role))
         return got
+
+
+def final_image(d: Path) -> Path:
+    """The final image of sample ``d`` (emit_final), built once into .cache/fuzz-finals
+    under a name that changes with the sample's images."""
+    import hashlib
+    import os
+
+    digest = hashlib.sha256((d / "base.dll").read_bytes() + (d / "intermediate.dll").read_bytes())
+    out = FINALS_DIR / f"{d.parent.name}-{d.name}-{digest.hexdigest()[:12]}.dll"
+    if not out.is_file():
+        from pehotpatch.api import emit_final
+
+        FINALS_DIR.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        emit_final(d / "base.dll", d / "intermediate.dll", tmp, objects=d / "intermediate.objs",
+                   functions_file=d / "hotpatch_functions.txt", overwrite=True, jobs=1)
+        os.replace(tmp, out)
+    return out
 
 
 def corpus_dirs() -> tuple[Path, Path]:
@@ -203,6 +248,8 @@ def relevant_roles(case: Case, seeds: Seeds) -> list[str]:
             if o.get("functions_file"):
                 roles.append("hotpatch_functions.txt")
         return [r for r in roles if r in have]
+    if case.command == "simulate":
+        return [r for r in ("base.dll", "base.pdb", "final.dll", "intermediate.pdb") if r in have]
     roles = ["base.dll", "base.pdb", "intermediate.dll", "intermediate.pdb"]
     if o.get("objects"):
         roles += [r for r in have if r.startswith("intermediate.objs/")]
@@ -236,7 +283,11 @@ def generate(rng: random.Random, seeds: Seeds, commands: tuple[str, ...] = COMMA
     formats = FORMATS[command]
     o: dict[str, Any] = {"format": rng.choices(list(formats), weights=list(formats.values()))[0],
                          "ignore_pdb_mismatch": coin(0.3)}
-    if command == "info":
+    if command == "simulate":
+        calls = seeds.run_calls(seed)[:SIMULATE_CALLS]
+        o.update(calls=calls, patch_after=rng.randrange(len(calls) + 1), undo=rng.random() < 0.5,
+                 explicit_pdb=coin(0.5), budget=SIMULATE_BUDGET)
+    elif command == "info":
         o["side"] = rng.choice(("base", "intermediate"))
         o["symbols"] = coin(0.6)
         if o["symbols"]:
@@ -272,7 +323,8 @@ class Inputs:
     image: Path | None = None  # info
     base: Path | None = None  # diff, check; check-tree: the base tree
     intermediate: Path | None = None
-    pdb_base: Path | None = None  # explicit --pdb-base / --pdb (info: --pdb)
+    final: Path | None = None  # simulate
+    pdb_base: Path | None = None  # explicit --pdb-base / --pdb (info: --pdb; simulate: the final's)
     pdb: Path | None = None
     objects: Path | None = None
     functions_file: Path | None = None
@@ -317,6 +369,11 @@ def materialize(case: Case, seeds: Seeds, root: Path) -> Inputs:
             inp.files.append(p)
         inp.waivers = root / "waivers.toml" if o.get("waivers") else None
         return inp
+    if case.command == "simulate":
+        inp.base, inp.final = root / "base.dll", root / "final.dll"
+        if o.get("explicit_pdb"):
+            inp.pdb_base, inp.pdb = root / "base.pdb", root / "intermediate.pdb"
+        return inp
     if case.command == "info":
         side = o["side"]
         inp.image = root / f"{side}.dll"
@@ -343,6 +400,18 @@ def cli_args(case: Case, inp: Inputs, output: Path) -> list[str]:
     """The `pehp` arguments that run ``case`` writing its report to ``output``."""
     o = case.options
     args: list[str]
+    if case.command == "simulate":
+        args = ["simulate", str(inp.base), str(inp.final), "-k", str(o["patch_after"]),
+                "--budget", str(o["budget"])]
+        for c in o["calls"]:
+            args += ["-c", c]
+        if o.get("undo"):
+            args.append("--undo")
+        if inp.pdb_base is not None and inp.pdb is not None:
+            args += ["--pdb-base", str(inp.pdb_base), "--pdb", str(inp.pdb)]
+        if o["format"] == "json":
+            args.append("--json")
+        return args + ["-o", str(output)]
     if case.command == "info":
         args = ["info", str(inp.image)]
         if o.get("symbols"):

@@ -1,7 +1,7 @@
 """The bad-input contract, checked on the real `pehp` CLI in a subprocess.
 
 For a case written to disk, run ``pehp <command> ... -o <out>`` and require: exit code
-0, 1 (check, check-tree) or 2; never a traceback or an "internal error"; on exit 2
+0, 1 (check, check-tree, simulate) or 2; never a traceback or an "internal error"; on exit 2
 exactly one stderr line starting ``pehp: error:`` and no output file (check-tree: one
 such line per unreadable pair, and a report of the others is allowed); on success a
 report that parses (JSON/SARIF); no stray temporary files; the inputs unchanged.
@@ -20,7 +20,8 @@ from pathlib import Path
 from .cases import Case, Seeds, cli_args, materialize
 from .targets import is_document, output_suffix
 
-EXIT_CODES = {"info": {0, 2}, "diff": {0, 2}, "check": {0, 1, 2}, "check-tree": {0, 1, 2}}
+EXIT_CODES = {"info": {0, 2}, "diff": {0, 2}, "check": {0, 1, 2}, "check-tree": {0, 1, 2},
+              "simulate": {0, 1, 2}}
 
 
 def pehp_command() -> list[str]:

@@ -127,7 +127,23 @@ def run_check_tree(case: Case, inp: Inputs) -> str | None:
     return "error" if any(e.status == "error" for e in entries) else None
 
 
-TARGETS = {"info": run_info, "diff": run_diff, "check": run_check, "check-tree": run_check_tree}
+def run_simulate(case: Case, inp: Inputs) -> None:
+    from pehotpatch.api import simulate
+    from pehotpatch.emulate.report import render_simulation
+    from pehotpatch.emulate.results import to_json
+
+    assert inp.base is not None and inp.final is not None
+    o = case.options
+    res = simulate(inp.base, inp.final, o["calls"], patch_after=o["patch_after"], undo=bool(o["undo"]),
+                   budget=o["budget"], pdb_base=inp.pdb_base, pdb_final=inp.pdb)
+    if o["format"] == "json":
+        _document(to_json(res))
+    else:
+        render_simulation(res, _console())
+
+
+TARGETS = {"info": run_info, "diff": run_diff, "check": run_check, "check-tree": run_check_tree,
+           "simulate": run_simulate}
 
 
 def run_case_inprocess(case: Case, inp: Inputs) -> str | None:

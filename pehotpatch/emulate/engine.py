@@ -75,18 +75,34 @@ class World:
         self.uc = self.space.uc
         self.abi = self.space.abi
         self.budget = budget
+        self._hooks: list[int] = []
         rx = unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC
         self.stubs = ImportStubs(self.abi, self.space.alloc_misc(STUB_PAGE, rx), STUB_PAGE)
-        self.uc.hook_add(unicorn.UC_HOOK_BLOCK, self.stubs.hook, begin=self.stubs.base,
+        self._hook(unicorn.UC_HOOK_BLOCK, self.stubs.hook, begin=self.stubs.base,
                          end=self.stubs.base + STUB_PAGE - 1)
         self.sentinel = self.space.alloc_misc(0x1000, rx)
         self.uc.mem_write(self.sentinel, self.abi.stub_code(0))
-        self.uc.hook_add(unicorn.UC_HOOK_MEM_INVALID, self._on_invalid)
+        self._hook(unicorn.UC_HOOK_MEM_INVALID, self._on_invalid)
         self.names: dict[str, Names] = {}
         self.guards: list[PatchGuard] = []
         self.violations: list[Violation] = []
         self._writes: list[tuple[MappedImage, int]] = []
         self._bad: tuple[int, int] | None = None
+
+    def _hook(self, kind: int, callback: object, user: object = None, begin: int = 1,
+              end: int = 0) -> None:
+        self._hooks.append(self.uc.hook_add(kind, callback, user, begin, end))
+
+    def close(self) -> None:
+        """Free the emulator now (its 64 MiB of translated code and the mapped memory),
+        not at the next cyclic garbage collection: unicorn's binding keeps its hook
+        callbacks in a cycle.  The world is unusable afterwards."""
+        for h in self._hooks:
+            self.uc.hook_del(h)
+        self._hooks.clear()
+        release = getattr(self.uc, "_Uc__finalizer", None)  # the binding's own uc_close
+        if release is not None:
+            release()
 
     # ---- images -------------------------------------------------------------------
     def load(self, pe: PEImage, role: str, slot: int, *, pdb: str | os.PathLike[str] | None = None,
@@ -112,7 +128,7 @@ class World:
         for s in pe.sections:
             if s.writable and not s.executable and s.rva < im.size:
                 end = min(im.va + s.rva + max(s.size, 1), im.va + im.size) - 1
-                self.uc.hook_add(unicorn.UC_HOOK_MEM_WRITE, self._on_write, im,
+                self._hook(unicorn.UC_HOOK_MEM_WRITE, self._on_write, im,
                                  begin=im.va + s.rva, end=end)
         return im
 
@@ -136,9 +152,9 @@ class World:
                 continue
             lo, hi = im.va + s.rva, min(im.va + s.rva + max(s.size, 1), im.va + im.size) - 1
             if s.executable:
-                self.uc.hook_add(unicorn.UC_HOOK_BLOCK, self._on_guard_block, guard, begin=lo, end=hi)
+                self._hook(unicorn.UC_HOOK_BLOCK, self._on_guard_block, guard, begin=lo, end=hi)
             elif s.writable:
-                self.uc.hook_add(unicorn.UC_HOOK_MEM_READ | unicorn.UC_HOOK_MEM_WRITE,
+                self._hook(unicorn.UC_HOOK_MEM_READ | unicorn.UC_HOOK_MEM_WRITE,
                                  self._on_guard_data, guard, begin=lo, end=hi)
 
     # ---- calls --------------------------------------------------------------------

@@ -72,19 +72,36 @@ def simulate(base: PathLike, final: PathLike, calls: Sequence[str], *, patch_aft
         raise UsageError("the instruction budget must be positive")
 
     result = SimulationResult(base_pe.machine.value, str(base), str(final), patch_after)
+    worlds: list[World] = []
+    try:
+        return _run(result, base_pe, final_pe, then_pe, parsed, worlds, patch_after=patch_after,
+                    undo=undo, budget=budget, labels=(str(final), str(then)),
+                    pdbs=(pdb_base, pdb_final, pdb_then))
+    finally:
+        for w in worlds:
+            w.close()
+
+
+def _run(result: SimulationResult, base_pe: PEImage, final_pe: PEImage, then_pe: PEImage | None,
+         parsed: list[Call], worlds: list[World], *, patch_after: int, undo: bool, budget: int,
+         labels: tuple[str, str], pdbs: tuple[PathLike | None, PathLike | None, PathLike | None]
+         ) -> SimulationResult:
+    pdb_base, pdb_final, pdb_then = pdbs
+    final, then = labels
     ref_pe, ref_pdb = (then_pe, pdb_then) if then_pe is not None else (final_pe, pdb_final)
-    base_world = _Standalone(base_pe, "base", pdb_base, budget)
-    ref_world = _Standalone(ref_pe, "intermediate", ref_pdb, budget)
+    base_world = _Standalone(base_pe, "base", pdb_base, budget, worlds)
+    ref_world = _Standalone(ref_pe, "intermediate", ref_pdb, budget, worlds)
     base_results = [base_world.call(c) for c in parsed]
     ref_results = [ref_world.call(c) for c in parsed]
 
     world = World(base_pe.machine, budget=budget)
+    worlds.append(world)
     b = world.load(base_pe, "base", 0, pdb=pdb_base)
     _entry(world, b, result, "base")
     patcher = Patcher(world, b)
-    patches = [(final_pe, "patch", 1, pdb_final, str(final))]
+    patches = [(final_pe, "patch", 1, pdb_final, final)]
     if then_pe is not None:
-        patches.append((then_pe, "patch2", 2, pdb_then, str(then)))
+        patches.append((then_pe, "patch2", 2, pdb_then, then))
     patched_results: list[CallResult] = []
     seen: set[tuple[str, str]] = set()
     for i in range(len(parsed) + 1):
@@ -125,8 +142,10 @@ def simulate(base: PathLike, final: PathLike, calls: Sequence[str], *, patch_aft
 class _Standalone:
     """One image alone in its own world (base, or the final image as the intermediate)."""
 
-    def __init__(self, pe: PEImage, role: str, pdb: PathLike | None, budget: int):
+    def __init__(self, pe: PEImage, role: str, pdb: PathLike | None, budget: int,
+                 worlds: list[World]):
         self.world = World(pe.machine, budget=budget)
+        worlds.append(self.world)
         self.image = self.world.load(pe, role, 0 if role == "base" else 1, pdb=pdb)
         self.world.run_entry(self.image)
 

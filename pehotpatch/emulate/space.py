@@ -32,6 +32,7 @@ STACK_BASE = {Machine.X64: 0x10_0000_0000, Machine.ARM64: 0x10_0000_0000, Machin
 STACK_SIZE = 0x10_0000
 MISC_BASE = {Machine.X64: 0x20_0000_0000, Machine.ARM64: 0x20_0000_0000, Machine.X86: 0x0300_0000}
 MAX_IMAGE = 0x1000_0000  # 256 MiB of SizeOfImage at most
+TCG_BUFFER = 64 * 1024 * 1024
 
 
 def _align(n: int, a: int = PAGE) -> int:
@@ -66,6 +67,9 @@ class AddressSpace:
     def __post_init__(self) -> None:
         self.abi = abi_for(self.machine)
         self.uc = unicorn.Uc(self.abi.arch, self.abi.mode)
+        # unicorn reserves 1 GiB for translated code by default; three worlds of a simulation
+        # then need 3 GiB of address space (and fail under a memory limit)
+        self.uc.ctl_set_tcg_buffer_size(TCG_BUFFER)  # type: ignore[attr-defined]
         self.stack_top = STACK_BASE[self.machine] + STACK_SIZE
         self._map(STACK_BASE[self.machine], STACK_SIZE, unicorn.UC_PROT_READ | unicorn.UC_PROT_WRITE)
         self.misc_next = MISC_BASE[self.machine]
