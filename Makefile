@@ -8,7 +8,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 DEMO   ?= samples/x64/fix_globals
 
-.PHONY: setup toolchain wine test test-fast demo samples bench realworld realcode lint typecheck fuzz clean
+.PHONY: setup toolchain wine chromium sarif-validator test test-fast demo samples bench realworld realcode lint typecheck fuzz clean
 
 setup: $(STAMP)
 
@@ -32,7 +32,26 @@ wine:
 	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends wine64 >/dev/null; \
 	fi
 
-test: setup toolchain wine
+# Debian's chromium (headless: tests/test_report_browser.py opens every sample's report), only when missing.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing chromium"; \
+	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends chromium >/dev/null; \
+	fi
+
+# Microsoft's SARIF validator (Sarif.Multitool, npm @microsoft/sarif-multitool) into .cache/npm,
+# only when missing; tests/test_sarif_validator.py runs it on the logs of check and check-tree.
+SARIF_MULTITOOL_VERSION ?= 5.7.0
+SARIF_MULTITOOL := .cache/npm/node_modules/@microsoft/sarif-multitool-linux/Sarif.Multitool
+sarif-validator:
+	@if [ ! -x $(SARIF_MULTITOOL) ]; then \
+	  echo "installing @microsoft/sarif-multitool $(SARIF_MULTITOOL_VERSION)"; \
+	  command -v npm >/dev/null || { $(APT) update -qq && $(APT) install -y -qq --no-install-recommends npm >/dev/null; }; \
+	  mkdir -p .cache/npm && npm install --silent --no-audit --no-fund --prefix .cache/npm \
+	    @microsoft/sarif-multitool@$(SARIF_MULTITOOL_VERSION) && chmod u+x $(SARIF_MULTITOOL); \
+	fi
+
+test: setup toolchain wine chromium sarif-validator
 	$(PY) -m pytest -q
 
 test-fast: setup
