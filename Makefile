@@ -91,7 +91,7 @@ bench: setup toolchain
 realworld: setup toolchain
 	$(PY) tools/realworld.py
 
-# Real upstream C libraries (lz4, xxHash) at two releases, from the sdists that bundle them
+# Real upstream C libraries (lz4, xxHash, Brotli) at two releases, from the sdists that bundle them
 # (downloaded into .cache/), built as hot-patch pairs and gated; writes docs/REALCODE.md.
 realcode: setup toolchain
 	$(PY) tools/realcode.py

@@ -6,11 +6,11 @@ pairs the way a new user would, and gated with ``pehp check``.
 For each library the sources of two releases come from the sdists of the Python
 packages that bundle them (``pip download --no-binary``, cached under .cache/realcode/):
 lz4 1.9.3 and 1.9.4 (python-lz4 4.0.2 and 4.3.3), xxHash 0.8.1 and 0.8.2 (python-xxhash
-3.0.0 and 3.4.1).  Each release is compiled with clang-cl-22 (``/O2 /Z7 /GS- /Zl /Gy
+3.0.0 and 3.4.1), Brotli 1.0.9 and 1.1.0 (Brotli 1.0.9 and 1.1.0).  Each release is compiled with clang-cl-22 (``/O2 /Z7 /GS- /Zl /Gy
 /hotpatch``) and linked with lld-link-22 into a DLL exporting the library's API, with a
 small support unit (DllMain, a load configuration, ``_fltused``) and import libraries
 made by llvm-dlltool-22 for the few C runtime functions the code calls (memcpy & co.
-from vcruntime140.dll, malloc & co. from the UCRT).
+from vcruntime140.dll, malloc & co., log2, exit from the UCRT).
 
 The user's steps, per pair:
 
@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,9 +50,9 @@ GENERATED_END = "<!-- end of the generated part -->"
 CLANG = "clang-cl-22"
 LLD = "lld-link-22"
 DLLTOOL = "llvm-dlltool-22"
-# /Gs1000000: no stack probes (__chkstk is the C runtime's); /Iinclude: the headers below
+# /Gs1000000: no stack probes (__chkstk is the C runtime's); /Ipehp_crt: the headers below
 CFLAGS = ["--target=x86_64-pc-windows-msvc", "/nologo", "/c", "/O2", "/Z7", "/GS-", "/Zl", "/Gy",
-          "/hotpatch", "/Brepro", "-ffile-compilation-dir=.", "/Gs1000000", "/Iinclude"]
+          "/hotpatch", "/Brepro", "-ffile-compilation-dir=.", "/Gs1000000", "/Ipehp_crt"]
 
 
 @dataclass(frozen=True)
@@ -64,17 +65,26 @@ class Release:
 @dataclass(frozen=True)
 class Library:
     name: str
-    subdir: str  # where the C sources are inside the sdist
-    sources: tuple[str, ...]
+    root: str  # the directory of the C library inside the sdist (extracted with its subdirectories)
+    sources: tuple[str, ...]  # glob patterns relative to root
     defines: tuple[str, ...]
     releases: tuple[Release, Release]
+    includes: tuple[str, ...] = (".",)  # relative to root
 
+    def source_files(self, src: Path) -> list[str]:
+        return sorted({str(p.relative_to(src)) for pat in self.sources for p in src.glob(pat)})
+
+
+BROTLI_API = ("BROTLI_SHARED_COMPILATION", "BROTLICOMMON_SHARED_COMPILATION", "BROTLIDEC_SHARED_COMPILATION",
+              "BROTLIENC_SHARED_COMPILATION")
 
 LIBRARIES = (
     Library("lz4", "lz4libs", ("lz4.c", "lz4hc.c", "lz4frame.c", "xxhash.c"), ("LZ4_DLL_EXPORT=1",),
             (Release("lz4", "4.0.2", "1.9.3"), Release("lz4", "4.3.3", "1.9.4"))),
     Library("xxhash", "deps/xxhash", ("xxhash.c",), ("XXH_EXPORT", "WIN32"),
             (Release("xxhash", "3.0.0", "0.8.1"), Release("xxhash", "3.4.1", "0.8.2"))),
+    Library("brotli", "c", ("common/*.c", "dec/*.c", "enc/*.c"), BROTLI_API,
+            (Release("Brotli", "1.0.9", "1.0.9"), Release("Brotli", "1.1.0", "1.1.0")), includes=("include",)),
 )
 
 SUPPORT_C = r"""
@@ -104,6 +114,8 @@ unsigned long _byteswap_ulong(unsigned long v);
 unsigned long long _byteswap_uint64(unsigned long long v);
 unsigned int _rotl(unsigned int v, int s);
 unsigned long long _rotl64(unsigned long long v, int s);
+void exit(int status);
+#define EXIT_FAILURE 1
 """,
     "string.h": """#pragma once
 #include <stddef.h>
@@ -113,6 +125,19 @@ void *memset(void *d, int c, size_t n);
 int memcmp(const void *a, const void *b, size_t n);
 void *memchr(const void *s, int c, size_t n);
 size_t strlen(const char *s);
+""",
+    "memory.h": "#pragma once\n#include <string.h>\n",
+    "math.h": """#pragma once
+double log2(double x);
+#define HUGE_VAL __builtin_huge_val()
+""",
+    "stdio.h": """#pragma once
+#include <stddef.h>
+typedef struct _iobuf FILE;
+int fprintf(FILE *f, const char *fmt, ...);
+FILE *__acrt_iob_func(unsigned i);
+#define stderr (__acrt_iob_func(2))
+int fflush(FILE *f);
 """,
     "assert.h": "#pragma once\n#define assert(x) ((void)0)\n",
     "malloc.h": "#pragma once\n#include <stdlib.h>\n",
@@ -125,6 +150,9 @@ typedef _JBTYPE jmp_buf[16];
 CRT_DEFS = {
     "vcruntime140": ("vcruntime140.dll", ("memcpy", "memmove", "memset", "memcmp", "memchr", "strlen")),
     "ucrt_heap": ("api-ms-win-crt-heap-l1-1-0.dll", ("malloc", "calloc", "realloc", "free")),
+    "ucrt_math": ("api-ms-win-crt-math-l1-1-0.dll", ("log2",)),
+    "ucrt_runtime": ("api-ms-win-crt-runtime-l1-1-0.dll", ("exit",)),
+    "ucrt_stdio": ("api-ms-win-crt-stdio-l1-1-0.dll", ("__acrt_iob_func", "fflush")),
 }
 
 
@@ -153,51 +181,69 @@ def _run(cmd: list[str], cwd: Path) -> None:
 def fetch(rel: Release, lib: Library) -> Path:
     """The C sources of one release, extracted under .cache/realcode/src/."""
     dest = CACHE / "src" / f"{lib.name}-{rel.library_version}"
-    if dest.is_dir() and all((dest / s).is_file() for s in lib.sources):
+    if dest.is_dir() and lib.source_files(dest):
         return dest
     sdists = CACHE / "sdist"
     sdists.mkdir(parents=True, exist_ok=True)
-    found = sorted(sdists.glob(f"{rel.package}-{rel.version}.tar.gz"))
-    if not found:
+
+    def archives() -> list[Path]:
+        return sorted(p for p in sdists.glob(f"{rel.package}-{rel.version}.*") if p.name.endswith((".tar.gz", ".zip")))
+
+    if not archives():
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
                         f"{rel.package}=={rel.version}", "-d", str(sdists)],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        found = sorted(sdists.glob(f"{rel.package}-{rel.version}.tar.gz"))
+    found = archives()
     if not found:
         raise RuntimeError(f"pip download gave no sdist for {rel.package}=={rel.version}")
-    prefix = f"{rel.package}-{rel.version}/{lib.subdir}/"
+    prefix = f"{rel.package}-{rel.version}/{lib.root}/"
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    with tarfile.open(found[0]) as tf:
-        for m in tf.getmembers():
-            if m.isfile() and m.name.startswith(prefix) and "/" not in m.name[len(prefix):]:
-                fh = tf.extractfile(m)
-                if fh is not None:
-                    (tmp / m.name[len(prefix):]).write_bytes(fh.read())
+    for name, data in _members(found[0]):
+        rel_path = Path(name[len(prefix):]) if name.startswith(prefix) else None
+        if rel_path is None or rel_path.is_absolute() or ".." in rel_path.parts or not rel_path.parts:
+            continue
+        (tmp / rel_path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel_path).write_bytes(data)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest
+
+
+def _members(archive: Path) -> list[tuple[str, bytes]]:
+    """(name, contents) of every regular file of a .tar.gz or .zip sdist."""
+    out = []
+    if archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                if not info.is_dir():
+                    out.append((info.filename, zf.read(info)))
+        return out
+    with tarfile.open(archive) as tf:
+        for m in tf.getmembers():
+            fh = tf.extractfile(m) if m.isfile() else None
+            if fh is not None:
+                out.append((m.name, fh.read()))
+    return out
 
 
 def build(lib: Library, src: Path, out: Path, name: str, functions_file: Path | None) -> Path:
     """Compile and link one DLL; returns its path (objects stay in ``out/<name>.objs``)."""
     work = out / f"{name}.build"
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    for f in src.iterdir():
-        shutil.copy2(f, work / f.name)
+    shutil.copytree(src, work)
     (work / "pehp_support.c").write_text(SUPPORT_C)
-    (work / "include").mkdir()
+    (work / "pehp_crt").mkdir()
     for h, text in HEADERS.items():
-        (work / "include" / h).write_text(text)
-    flags = [*CFLAGS, *(f"/D{d}" for d in lib.defines)]
+        (work / "pehp_crt" / h).write_text(text)
+    flags = [*CFLAGS, *(f"/D{d}" for d in lib.defines), *(f"/I{i}" for i in lib.includes)]
     if functions_file is not None:
         shutil.copy2(functions_file, work / "hotpatch_functions.txt")
         flags.append("-fms-secure-hotpatch-functions-file=hotpatch_functions.txt")
     objs = []
-    for tu in (*lib.sources, "pehp_support.c"):
-        obj = tu[:-2] + ".obj"
+    for tu in (*lib.source_files(src), "pehp_support.c"):
+        obj = tu[:-2].replace("/", "_") + ".obj"
         _run([CLANG, *flags, tu, f"/Fo{obj}"], work)
         objs.append(obj)
     libs = []
