@@ -21,8 +21,9 @@
  *    that must never run there); then the FUNCTION chunks redirect the base:
  *    E9 rel32 to the stub at F-5, then EB F9 at F as one atomic write.
  * 5. After N patched iterations: the thread is held between iterations and each --global
- *    is read in both images; then undo restores the saved bytes (EB F9 first) and the
- *    base's code must be byte-identical to before; N more iterations.
+ *    is read in both images; then, the thread running again, undo restores the saved bytes
+ *    (EB F9 first) and the base's code must be byte-identical to before; N more iterations.
+ *    An iteration that overlaps the writes of applying or undoing counts as a transition.
  * 6. The patch image's writable sections must not have changed: a write there means code
  *    reached the patch image's copy of a global.
  *
@@ -63,7 +64,9 @@ typedef struct vector {
     outcome results[MAX_CALLS];
 } vector;
 
-static volatile int phase, stop, hold, held;
+#define PHASE_APPLYING 3
+#define PHASE_UNDOING 4
+static volatile int phase, stop, hold, held; /* phase: 0 before, 1 patched, 2 undone */
 static volatile u32 iterations, transitions, clean[3];
 static vector vectors[3][MAX_VECTORS];
 static int nvectors[3];
@@ -109,7 +112,7 @@ static u32 WINAPI caller(void *unused)
         for (int i = 0; i < ncalls; i++)
             call_run(&calls[i], &current[i]);
         p1 = phase;
-        if (p0 == p1) {
+        if (p0 == p1 && p0 <= 2) {
             count_vector(p0);
             clean[p0]++;
         } else {
@@ -347,6 +350,7 @@ void livepatch_main(void)
     if (!hp_first_bytes_ok(&table, base_va, patch_va)) {
         refused = 1;
     } else {
+        phase = PHASE_APPLYING; /* an iteration overlapping the writes counts in no phase */
         hp_apply(&table, base_va, patch_va, traps, ntraps);
         phase = 1;
         if (!wait_clean(1, (u32)per_phase)) {
@@ -365,12 +369,16 @@ void livepatch_main(void)
             out_hex(read_global(patch_va, globals[i].patch_rva, globals[i].size));
             out_nl();
         }
+        hold = 0; /* the thread runs on while the base is restored */
+        for (u32 start = GetTickCount(), seen = iterations; (held || iterations == seen) &&
+                                                             GetTickCount() - start < 60000u;)
+            Sleep(0u);
+        phase = PHASE_UNDOING;
         hp_undo();
+        phase = 2;
         out_str("UNDO base_code_identical=");
         out_u64(compare(base_va, base_code, nbc, 0) == 0);
         out_nl();
-        phase = 2;
-        hold = 0;
         if (!wait_clean(2, (u32)per_phase)) {
             out_str("STALL phase=2");
             out_nl();
