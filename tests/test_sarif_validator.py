@@ -100,5 +100,16 @@ def test_check_and_check_tree_logs_pass_cleanly(multitool, tmp_path, monkeypatch
     tree = json.loads(out.read_text())
     assert tree["runs"][0]["invocations"][0]["toolExecutionNotifications"]
     logs.append(out)
+    # the library's one-run-per-image form, with an image that could not be read
+    from test_check_support import sample_check
+
+    from pehotpatch.render.sarif import sarif_log
+
+    per = tmp_path / "per-image.sarif"
+    doc = sarif_log([sample_check("x64", "new_export"), sample_check("x86", "new_import")],
+                    errors=[("broken/x.dll", "not a PE image")], per_image_runs=True)
+    assert len(doc["runs"]) == 3
+    per.write_text(json.dumps(doc, indent=2))
+    logs.append(per)
     results = validate(multitool, logs, tmp_path / "validation.sarif")
     assert problems(results) == []
