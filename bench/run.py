@@ -41,7 +41,7 @@ OBJDUMP = "llvm-objdump-22"
 OUT_DIR = ROOT / "bench-out"
 
 SYNTH = {"synth-1k": 1000, "synth-10k": 10000, "synth-30k": 30000, "synth-100k": 100000}
-ALL = ["pdb", "numpy", "openblas", "final", *SYNTH]
+ALL = ["pdb", "numpy", "openblas", "final", "simulate", *SYNTH]
 QUICK_SKIP = {"synth-100k", "openblas"}
 
 # targets from the issue
@@ -401,6 +401,8 @@ def bench_pair(name: str, what: str, base: Path, new: Path, extra: list[str], re
 
 EMIT_COST_TARGET_S = 1.0  # emit-final beyond the check itself
 READ_TARGET_S = 1.0  # inspect, verify
+SIM_PATCH_TARGET_S = 2.0  # simulate: mapping a real final image and its base, applying the table
+SIM_CALLS_TARGET_S = 1.0  # simulate: a sample's call sequence in its three worlds
 
 
 def bench_final(base: Path, new: Path, what: str, repeat: int, timeout: float) -> list[Result]:
@@ -453,9 +455,52 @@ def bench_final(base: Path, new: Path, what: str, repeat: int, timeout: float) -
                 rr.wall_s, rr.cpu_s, rr.peak_bytes = best.wall_s, best.cpu_s, best.peak_bytes
                 rr.targets.append(_target(f"{name.split('-')[1]} < {READ_TARGET_S} s", best.wall_s, READ_TARGET_S, "s"))
             out.append(rr)
+        out.append(bench_simulate_patch(base, final, what, repeat, timeout))
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _probe(args: list[str], repeat: int, timeout: float, key: str) -> tuple[Meas, dict | None]:
+    """The run of bench/_simulate_probe.py whose ``key`` phase was fastest."""
+    runs = []
+    for _ in range(max(1, repeat)):
+        wait_quiet()
+        m = measure([PYTHON, str(ROOT / "bench" / "_simulate_probe.py"), *args], capture_stdout=True,
+                    timeout=timeout)
+        if m.rc != 0:
+            return m, None
+        runs.append((json.loads(m.stdout.strip().splitlines()[-1]), m))
+    doc, m = min(runs, key=lambda x: x[0][key])
+    return m, doc
+
+
+def bench_simulate_patch(base: Path, final: Path, what: str, repeat: int, timeout: float) -> Result:
+    """simulate's mapping of a real base and its final image, and applying the table."""
+    m, doc = _probe(["patch", str(base), str(final)], repeat, timeout, "map_and_patch_s")
+    r = Result("final-simulate", f"simulate: map and patch ({what})", "ok")
+    if doc is None:
+        r.status, r.error = "failed", _err_line(m)
+        return r
+    r.wall_s, r.cpu_s, r.peak_bytes, r.details = doc["map_and_patch_s"], m.cpu_s, m.peak_bytes, doc
+    r.targets.append(_target(f"map + patch < {SIM_PATCH_TARGET_S} s", r.wall_s, SIM_PATCH_TARGET_S, "s"))
+    if not (doc["applied"] and doc["undo_identical"]):
+        r.status, r.error = "failed", f"table not applied or undo not identical: {doc}"
+    return r
+
+
+def bench_simulate_samples(repeat: int, timeout: float) -> Result:
+    """simulate on every patchable sample: its [run] calls in the three worlds, with undo."""
+    m, doc = _probe(["samples"], repeat, timeout, "max_s")
+    r = Result("simulate", "simulate: each patchable sample's [run] calls (slowest sample)", "ok")
+    if doc is None:
+        r.status, r.error = "failed", _err_line(m)
+        return r
+    r.wall_s, r.cpu_s, r.peak_bytes, r.details = doc["max_s"], m.cpu_s, m.peak_bytes, doc
+    r.targets.append(_target(f"call sequence < {SIM_CALLS_TARGET_S} s", r.wall_s, SIM_CALLS_TARGET_S, "s"))
+    if not doc["all_ok"]:
+        r.status, r.error = "failed", "a sample's simulation has findings"
+    return r
 
 
 STARTUP_CODE = "import pehotpatch.cli, pehotpatch.diff, pehotpatch.load, pehotpatch.render.diff"
@@ -679,6 +724,8 @@ def main(argv: list[str] | None = None) -> int:
                 for r in bench_final(b, n_, f"numpy {corpus.NUMPY_VERSIONS[0]} vs {corpus.NUMPY_VERSIONS[1]} {b.name}",
                                      a.repeat, a.timeout):
                     record(r)
+            elif name == "simulate":
+                record(bench_simulate_samples(a.repeat, a.timeout))
             elif name in ("numpy", "openblas"):
                 pattern = "_multiarray_umath*.pyd" if name == "numpy" else "libscipy_openblas64_*.dll"
                 b = corpus.numpy_image(corpus.NUMPY_VERSIONS[0], pattern)
