@@ -197,7 +197,9 @@ def _guard_findings(world: World, before: int, i: int, c: Call, result: Simulati
         else:
             addr = world.locate(v.address)
             im = world.space.image_at(v.address)
-            g = world.names[im.role].global_at(addr.rva or 0) if im is not None else None
+            if im is None or _plumbing(im, addr.rva or 0, world):
+                continue
+            g = world.names[im.role].global_at(addr.rva or 0)
             what = g.name if g is not None else addr.where
             key = ("data", f"{pc.image}:{pc.where.split('+')[0]} {what}")
             msg = (f"{c.text}: {pc.text()} accessed {what} in the {addr.image} image, not the "
@@ -206,3 +208,14 @@ def _guard_findings(world: World, before: int, i: int, c: Call, result: Simulati
         if key not in seen:
             seen.add(key)
             result.findings.append(Finding(kind, msg, i))
+
+
+def _plumbing(im: MappedImage, rva: int, world: World) -> bool:
+    """Whether ``rva`` of a patch image is hot-patch plumbing that patched code reads in
+    its own image by design: a ``__ref_`` slot or an IAT slot (in case a linker put them
+    in a writable section)."""
+    ptr = world.abi.ptr_size
+    if any(imp.iat_rva <= rva < imp.iat_rva + ptr for imp in im.pe.imports):
+        return True
+    g = world.names[im.role].global_at(rva)
+    return g is not None and g.is_ref_slot
