@@ -28,10 +28,11 @@ from pehotpatch.rules import (
 )
 from pehotpatch.rules.context import Context
 from pehotpatch.rules.options import CheckOptions
+from pehotpatch.vocab import Verdict
 from pehotpatch.waivers import Waiver, validate
 
-PATCHABLE = "patchable"
-REJECTED = "rejected"
+PATCHABLE = Verdict.PATCHABLE
+REJECTED = Verdict.REJECTED
 
 
 @dataclass
@@ -39,7 +40,7 @@ class CheckResult:
     base: str
     intermediate: str
     machine: str
-    verdict: str
+    verdict: Verdict
     findings: list[Finding]  # not waived (HP001 included)
     waived: list[Finding] = field(default_factory=list)
     unused_waivers: list[Waiver] = field(default_factory=list)

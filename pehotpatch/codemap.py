@@ -20,9 +20,13 @@ from pehotpatch.image.machine import Machine
 from pehotpatch.image.pe import PEImage
 from pehotpatch.image.symbols import Function, SymbolIndex
 from pehotpatch.templates import Template, derive, make_template
+from pehotpatch.vocab import RefKind
 
-KIND_CODES = {"call": 0, "jump": 1, "data": 2, "indirect_call": 3, "indirect_jump": 4}
-KIND_NAMES = {v: k for k, v in KIND_CODES.items()}
+#: Reference kinds as the small integers kept in :attr:`FuncCode.refs` (0 to 4, in
+#: :class:`RefKind` order), and back.
+KIND_CODES: dict[str, int] = {k: i for i, k in enumerate(RefKind)}
+KIND_NAMES: dict[int, RefKind] = dict(enumerate(RefKind))
+_DATA = KIND_CODES[RefKind.DATA]
 MAX_FUNCTION_SIZE = 16 * 1024 * 1024
 
 
@@ -42,7 +46,7 @@ def _summarise(rva: int, nc: NormalizedCode) -> FuncCode:
     return FuncCode(
         rva,
         hashlib.blake2b(nc.shape.encode("utf-8", "surrogatepass"), digest_size=16).digest(),
-        tuple((r.offset, KIND_CODES.get(r.kind, 2), r.target) for r in nc.refs),
+        tuple((r.offset, KIND_CODES.get(r.kind, _DATA), r.target) for r in nc.refs),
         len(nc.insn_offsets),
         nc.first_insn_size,
         nc.hotpatch_nop,
@@ -227,7 +231,7 @@ def discover_call_targets(ix: SymbolIndex, code: dict[int, FuncCode]) -> tuple[S
     """Functions that are called but known to no symbol source (MSVC leaf functions have
     no ``.pdata`` entry): a new index that holds them too (``ix`` is not changed), and
     their code, already normalised."""
-    call = KIND_CODES["call"]
+    call = KIND_CODES[RefKind.CALL]
     targets = sorted({t for fc in code.values() for _, k, t in fc.refs if k == call})
     extra: list[Function] = []
     starts = [f.rva for f in ix.functions]

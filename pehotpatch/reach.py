@@ -54,6 +54,7 @@ from pehotpatch.hotpatch_set import HotpatchSet
 from pehotpatch.image.machine import Machine
 from pehotpatch.image.pe import DIR_TLS, PEImage
 from pehotpatch.image.symbols import Function, Global, SymbolIndex, plain_name, ref_target_name
+from pehotpatch.vocab import RefKind
 
 PATCHED = "patched"
 UNPATCHED = "unpatched"
@@ -226,25 +227,25 @@ class _Gatherer:
         slots = self.nix.imports_by_slot
         out: list[CodeEdge] = []
         for off, kcode, t in fc.refs:
-            kind = KIND_NAMES.get(kcode, "data")
+            kind = KIND_NAMES.get(kcode, RefKind.DATA)
             if t in slots:
                 imports.append(ImportUse(src.name, src.rva, off, t, slots[t]))
                 continue
             sec = self.img.section_at(t)
             if sec is None:
                 continue
-            if kind in ("call", "jump"):
+            if kind in (RefKind.CALL, RefKind.JUMP):
                 tf = self.nix.function_at(t)
                 if (tf is not None and tf.rva != src.rva and tf.rva not in self.base_of
                         and is_import_thunk(self.nix, self.code.get(tf.rva))):
                     slot = self.code[tf.rva].refs[0][2]
                     imports.append(ImportUse(src.name, src.rva, off, slot, slots[slot], tf.name))
                     continue
-                e = self._edge(src, off, CALL if kind == "call" else JUMP, t)
+                e = self._edge(src, off, CALL if kind == RefKind.CALL else JUMP, t)
                 if e is not None:
                     out.append(e)
                 continue
-            if kind != "data":
+            if kind != RefKind.DATA:
                 continue  # indirect call/jump through a non-IAT pointer: its data read is listed too
             if sec.executable:
                 e = self._edge(src, off, ADDRESS, t)

@@ -32,21 +32,22 @@ from pehotpatch.image.machine import Machine
 from pehotpatch.image.symbols import Function, Global, SymbolIndex
 from pehotpatch.load import LoadedImage
 from pehotpatch.perf import paused_gc
+from pehotpatch.vocab import FunctionStatus, RefKind
 
-UNCHANGED = "unchanged"
-CHANGED = "changed"
-THROUGH_DATA = "changed-through-data"
-PROLOGUE_ONLY = "prologue-only"
-PADDING_ONLY = "padding-only"  # differs only by alignment no-ops inside the body
+UNCHANGED = FunctionStatus.UNCHANGED
+CHANGED = FunctionStatus.CHANGED
+THROUGH_DATA = FunctionStatus.THROUGH_DATA
+PROLOGUE_ONLY = FunctionStatus.PROLOGUE_ONLY
+PADDING_ONLY = FunctionStatus.PADDING_ONLY
 
-_DATA = KIND_CODES["data"]
+_DATA = KIND_CODES[RefKind.DATA]
 
 
 @dataclass
 class RefDifference:
     offset_base: int
     offset_new: int
-    kind: str
+    kind: RefKind
     base_target: str
     new_target: str
 
@@ -56,7 +57,7 @@ class FunctionDiff:
     name: str
     base: Function
     new: Function
-    status: str
+    status: FunctionStatus
     method: str  # how the pair was made
     reason: str = ""  # "code", "references", "data", "prologue"
     ref_difference: RefDifference | None = None
@@ -83,7 +84,7 @@ class DiffResult:
     codes: tuple[dict[int, FuncCode], dict[int, FuncCode]]
     seconds: float = 0.0
 
-    def by_status(self, status: str) -> list[FunctionDiff]:
+    def by_status(self, status: FunctionStatus) -> list[FunctionDiff]:
         return [f for f in self.functions if f.status == status]
 
     @property
@@ -111,7 +112,7 @@ def compare_function(pair_base: Function, pair_new: Function, method: str,
         kb_key, kn_key = rb.key(tb), rn.key(tn)
         if kb != kn or kb_key != kn_key:
             fd.status, fd.reason = CHANGED, "references"
-            fd.ref_difference = RefDifference(ob, on, KIND_NAMES.get(kn, "data"),
+            fd.ref_difference = RefDifference(ob, on, KIND_NAMES.get(kn, RefKind.DATA),
                                               rb.describe(tb), rn.describe(tn))
             return fd
         if kn == _DATA and kn_key[0] != "import" and rn.readonly(tn) and rb.readonly(tb):

@@ -9,9 +9,10 @@ import struct
 from pehotpatch.codemap import KIND_CODES, FuncCode
 from pehotpatch.diff.targets import KeyFn, read_cstring
 from pehotpatch.image.symbols import Function, SymbolIndex
+from pehotpatch.vocab import RefKind
 
 MAX_DATA_COMPARE = 256
-_DATA = KIND_CODES["data"]
+_DATA = KIND_CODES[RefKind.DATA]
 _TWO_I32 = struct.Struct("<ii")
 
 

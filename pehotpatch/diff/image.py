@@ -4,6 +4,7 @@ image itself (machine, sections, exports, imports, entry point, TLS callbacks, r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pehotpatch.correlate import Correlation
 from pehotpatch.diff.targets import Resolver, describe_target
@@ -19,22 +20,48 @@ class GlobalDiff:
     detail: str = ""
 
 
+# The parts of an image difference are named tuples: typed fields, and they still unpack
+# (``base, new = d.machine``) and are written to JSON as arrays.
+
+
+class Change(NamedTuple):
+    """One value on each side: a machine, an image kind, an entry point, a DLL name."""
+
+    base: str
+    new: str
+
+
+class NamedChange(NamedTuple):
+    """A named thing (a section's permissions, an export's target) on each side."""
+
+    name: str
+    base: str
+    new: str
+
+
+class ListChange(NamedTuple):
+    """A list on each side (the TLS callbacks)."""
+
+    base: list[str]
+    new: list[str]
+
+
 @dataclass
 class ImageDiff:
-    machine: tuple[str, str] | None = None
-    kind: tuple[str, str] | None = None
+    machine: Change | None = None
+    kind: Change | None = None
     sections_added: list[str] = field(default_factory=list)
     sections_removed: list[str] = field(default_factory=list)
-    section_perms_changed: list[tuple[str, str, str]] = field(default_factory=list)
+    section_perms_changed: list[NamedChange] = field(default_factory=list)
     exports_added: list[str] = field(default_factory=list)
     exports_removed: list[str] = field(default_factory=list)
-    exports_repointed: list[tuple[str, str, str]] = field(default_factory=list)
+    exports_repointed: list[NamedChange] = field(default_factory=list)
     imports_added: list[str] = field(default_factory=list)
     imports_removed: list[str] = field(default_factory=list)
     import_dlls_added: list[str] = field(default_factory=list)
-    import_dlls_renamed: list[tuple[str, str]] = field(default_factory=list)  # (base, new)
-    entry_point: tuple[str, str] | None = None
-    tls_callbacks: tuple[list[str], list[str]] | None = None
+    import_dlls_renamed: list[Change] = field(default_factory=list)
+    entry_point: Change | None = None
+    tls_callbacks: ListChange | None = None
     resources_changed: bool = False
 
 
@@ -89,16 +116,16 @@ def compare_image(bix: SymbolIndex, nix: SymbolIndex, corr: Correlation) -> Imag
     b, n = bix.image, nix.image
     d = ImageDiff()
     if b.machine is not n.machine:
-        d.machine = (b.machine.value, n.machine.value)
+        d.machine = Change(b.machine.value, n.machine.value)
     if b.kind != n.kind:
-        d.kind = (b.kind, n.kind)
+        d.kind = Change(b.kind, n.kind)
     bsec = {s.name: s for s in b.sections}
     nsec = {s.name: s for s in n.sections}
     d.sections_added = sorted(nsec.keys() - bsec.keys())
     d.sections_removed = sorted(bsec.keys() - nsec.keys())
     for name in sorted(bsec.keys() & nsec.keys()):
         if bsec[name].perms != nsec[name].perms:
-            d.section_perms_changed.append((name, bsec[name].perms, nsec[name].perms))
+            d.section_perms_changed.append(NamedChange(name, bsec[name].perms, nsec[name].perms))
     bexp = {e.name or f"#{e.ordinal}": e for e in b.exports}
     nexp = {e.name or f"#{e.ordinal}": e for e in n.exports}
     d.exports_added = sorted(nexp.keys() - bexp.keys())
@@ -109,23 +136,23 @@ def compare_image(bix: SymbolIndex, nix: SymbolIndex, corr: Correlation) -> Imag
         eb, en = bexp[name], nexp[name]
         if eb.forwarder or en.forwarder:
             if eb.forwarder != en.forwarder:
-                d.exports_repointed.append((name, eb.forwarder or describe_target(bix, eb.rva),
+                d.exports_repointed.append(NamedChange(name, eb.forwarder or describe_target(bix, eb.rva),
                                             en.forwarder or describe_target(nix, en.rva)))
             continue
         if rb.key(eb.rva) != rn.key(en.rva):
-            d.exports_repointed.append((name, describe_target(bix, eb.rva), describe_target(nix, en.rva)))
+            d.exports_repointed.append(NamedChange(name, describe_target(bix, eb.rva), describe_target(nix, en.rva)))
     bimp = {i.key for i in b.imports}
     nimp = {i.key for i in n.imports}
     d.imports_added = sorted(nimp - bimp)
     d.imports_removed = sorted(bimp - nimp)
     bdll = {i.dll.lower() for i in b.imports}
     d.import_dlls_added = sorted({i.dll.lower() for i in n.imports} - bdll)
-    d.import_dlls_renamed = sorted({(k.partition("!")[0], v.partition("!")[0]) for k, v in corr.import_map.items()})
+    d.import_dlls_renamed = sorted({Change(k.partition("!")[0], v.partition("!")[0]) for k, v in corr.import_map.items()})
     if b.entry_rva or n.entry_rva:
         if rb.key(b.entry_rva) != rn.key(n.entry_rva):
-            d.entry_point = (describe_target(bix, b.entry_rva), describe_target(nix, n.entry_rva))
+            d.entry_point = Change(describe_target(bix, b.entry_rva), describe_target(nix, n.entry_rva))
     if [rb.key(t) for t in b.tls_callbacks] != [rn.key(t) for t in n.tls_callbacks]:
-        d.tls_callbacks = ([describe_target(bix, t) for t in b.tls_callbacks],
+        d.tls_callbacks = ListChange([describe_target(bix, t) for t in b.tls_callbacks],
                            [describe_target(nix, t) for t in n.tls_callbacks])
     d.resources_changed = b.resource_digest != n.resource_digest
     return d

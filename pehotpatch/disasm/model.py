@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from pehotpatch.image.machine import Machine
+from pehotpatch.vocab import RefKind
 
 PLACEHOLDER = "@"
 
@@ -47,11 +48,11 @@ HOTPATCH_NOP_ENCODINGS = {
 ENTRY_PATCH_BYTES = {Machine.X64: 2, Machine.X86: 2, Machine.ARM64: 4}
 
 # Reference kinds
-CALL = "call"
-JUMP = "jump"
-DATA = "data"
-INDIRECT_CALL = "indirect_call"
-INDIRECT_JUMP = "indirect_jump"
+CALL = RefKind.CALL
+JUMP = RefKind.JUMP
+DATA = RefKind.DATA
+INDIRECT_CALL = RefKind.INDIRECT_CALL
+INDIRECT_JUMP = RefKind.INDIRECT_JUMP
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +68,7 @@ class Ref:
     """
 
     offset: int
-    kind: str
+    kind: RefKind
     target: int
 
 

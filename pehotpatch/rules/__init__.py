@@ -37,6 +37,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pehotpatch.vocab import Severity
+
 if TYPE_CHECKING:  # pragma: no cover
     from pehotpatch.rules.context import Context
     from pehotpatch.waivers import Waiver
@@ -45,11 +47,11 @@ STABLE = "stable"
 RETIRED = "retired"
 STATUSES = (STABLE, RETIRED)
 
-ERROR = "error"
-WARNING = "warning"
-NOTE = "note"
+ERROR = Severity.ERROR
+WARNING = Severity.WARNING
+NOTE = Severity.NOTE
 SEVERITIES = (ERROR, WARNING, NOTE)
-SEVERITY_RANK = {ERROR: 0, WARNING: 1, NOTE: 2}
+SEVERITY_RANK: dict[str, int] = {ERROR: 0, WARNING: 1, NOTE: 2}
 
 #: Where the rule pages live, relative to the repository root.
 DOCS_PATH = "docs/rules"
@@ -62,7 +64,7 @@ class Rule:
     id: str
     name: str  # PascalCase identifier (SARIF reportingDescriptor.name)
     title: str  # one line
-    severity: str  # default severity
+    severity: Severity  # default severity
     description: str  # what it means and why the engine needs it, a few sentences
     status: str = STABLE
     replaced_by: str | None = None  # for a retired rule: the rule that now reports it
@@ -87,7 +89,7 @@ class Finding:
     """
 
     rule: str
-    severity: str
+    severity: Severity
     message: str
     symbol: str | None = None
     kind: str | None = None  # function, global, type, export, import, section, image, waiver
@@ -148,7 +150,7 @@ def define(id: str, name: str, title: str, severity: str, description: str, *,
         raise ValueError(f"rule {id}: bad severity {severity!r}")
     if status not in STATUSES:
         raise ValueError(f"rule {id}: bad status {status!r}")
-    r = Rule(id, name, title, severity, " ".join(description.split()), status, replaced_by)
+    r = Rule(id, name, title, Severity(severity), " ".join(description.split()), status, replaced_by)
     RULES[id] = r
     return r
 
@@ -174,7 +176,7 @@ def finding(rule_id: str, message: str, *, symbol: str | None = None, kind: str 
     sev = severity or r.severity
     if sev not in SEVERITIES:
         raise ValueError(f"bad severity {sev!r}")
-    return Finding(rule_id, sev, message, symbol, kind, list(explanation), dict(evidence or {}))
+    return Finding(rule_id, Severity(sev), message, symbol, kind, list(explanation), dict(evidence or {}))
 
 
 def load_all() -> None:

@@ -25,12 +25,13 @@ from pehotpatch.image.machine import Machine
 from pehotpatch.image.symbols import Function, Global, SymbolIndex, plain_name, ref_target_name
 from pehotpatch.reach import Reach, gather
 from pehotpatch.rules.options import CheckOptions
+from pehotpatch.vocab import RefKind, Side
 
 
 @dataclass(frozen=True, slots=True)
 class CodeRef:
     offset: int
-    kind: str  # call, jump, data, indirect_call, indirect_jump
+    kind: RefKind
     target: int
 
 
@@ -46,26 +47,26 @@ class Context:
         self.base_machine: Machine = diff.base.pe.machine
 
     # ---- code -------------------------------------------------------------------------
-    def code(self, side: int, rva: int) -> FuncCode | None:
-        """The normalised summary of the function at ``rva`` (side 0 base, 1 intermediate)."""
+    def code(self, side: Side, rva: int) -> FuncCode | None:
+        """The normalised summary of the function at ``rva`` on one side."""
         return self.diff.codes[side].get(rva)
 
-    def refs(self, side: int, fn: Function) -> list[CodeRef]:
+    def refs(self, side: Side, fn: Function) -> list[CodeRef]:
         fc = self.code(side, fn.rva)
         if fc is None:
             return []
-        return [CodeRef(o, KIND_NAMES.get(k, "data"), t) for o, k, t in fc.refs]
+        return [CodeRef(o, KIND_NAMES.get(k, RefKind.DATA), t) for o, k, t in fc.refs]
 
-    def index(self, side: int) -> SymbolIndex:
-        return self.bix if side == 0 else self.nix
+    def index(self, side: Side) -> SymbolIndex:
+        return self.bix if side == Side.BASE else self.nix
 
-    def describe(self, side: int, rva: int) -> str:
+    def describe(self, side: Side, rva: int) -> str:
         return describe_target(self.index(side), rva)
 
-    def global_at(self, side: int, rva: int) -> Global | None:
+    def global_at(self, side: Side, rva: int) -> Global | None:
         return self.index(side).global_at(rva)
 
-    def global_near(self, side: int, rva: int) -> tuple[Global, int] | None:
+    def global_near(self, side: Side, rva: int) -> tuple[Global, int] | None:
         """The global containing ``rva``, or else the closest one before it in the same
         section whose size is unknown (public-only symbols): (global, offset)."""
         ix = self.index(side)
@@ -88,8 +89,8 @@ class Context:
         out: dict[str, list[str]] = {}
         for fn in self.nix.functions:
             slots = []
-            for r in self.refs(1, fn):
-                if r.kind != "data":
+            for r in self.refs(Side.NEW, fn):
+                if r.kind != RefKind.DATA:
                     continue
                 g = self.nix.global_at(r.target)
                 if g is not None and g.is_ref_slot and g.name not in slots:
@@ -182,7 +183,7 @@ class Context:
         ``restrict`` on a pointer parameter) are not part of the calling contract; a
         difference only in those is not a change (:meth:`qualifier_only_changes`)."""
         out: dict[str, tuple[str, str, Function, Function]] = {}
-        bt, nt = self.pdb_types(0), self.pdb_types(1)
+        bt, nt = self.pdb_types(Side.BASE), self.pdb_types(Side.NEW)
         for p in self.diff.correlation.functions:
             sb, sn = p.base.signature, p.new.signature
             if sb and sn and _norm_sig(sb) != _norm_sig(sn):
@@ -202,11 +203,11 @@ class Context:
         _ = self.signature_changes
         return self._qualifier_only
 
-    def pdb_types(self, side: int) -> Any:
+    def pdb_types(self, side: Side) -> Any:
         pdb = self.index(side).pdb
         return getattr(pdb, "types", None) if pdb is not None else None
 
-    def inline_sites(self, side: int) -> dict[str, set[str]]:
+    def inline_sites(self, side: Side) -> dict[str, set[str]]:
         """Procedure name -> names of the functions inlined into it (empty without a PDB)."""
         pdb = self.index(side).pdb
         sites = getattr(pdb, "inline_sites", None) if pdb is not None else None

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pehotpatch.image.symbols import Global
 from pehotpatch.rules import ERROR, NOTE, RETIRED, WARNING, Finding, checker, define, finding, hx
 from pehotpatch.rules.context import Context
+from pehotpatch.vocab import RefKind, Side
 
 define(
     "HP401", "GlobalInitializerChanged", "mutable global initializer changed", ERROR,
@@ -63,8 +64,8 @@ def shares_storage(g: Global) -> bool:
 
 @checker("HP4xx", emits=("HP401", "HP402", "HP403", "HP404"))
 def check_data(ctx: Context) -> Iterator[Finding]:
-    users_new = _data_users(ctx, 1)
-    users_base = _data_users(ctx, 0)
+    users_new = _data_users(ctx, Side.NEW)
+    users_base = _data_users(ctx, Side.BASE)
     for gd in ctx.diff.globals_changed:
         g = gd.new
         if not shares_storage(g) and not shares_storage(gd.base):
@@ -156,7 +157,7 @@ def pointer_free_constant(ctx: Context, g: Global) -> str | None:
     return None
 
 
-def _data_users(ctx: Context, side: int) -> dict[str, list[str]]:
+def _data_users(ctx: Context, side: Side) -> dict[str, list[str]]:
     """Global name -> functions that reference it (directly, or through its __ref_ slot)."""
     from pehotpatch.image.symbols import ref_target_name
 
@@ -164,7 +165,7 @@ def _data_users(ctx: Context, side: int) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for fn in ix.functions:
         for r in ctx.refs(side, fn):
-            if r.kind != "data":
+            if r.kind != RefKind.DATA:
                 continue
             g = ix.global_at(r.target)
             if g is None:

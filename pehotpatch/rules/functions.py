@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pehotpatch.diff import PROLOGUE_ONLY, THROUGH_DATA, FunctionDiff
 from pehotpatch.rules import ERROR, NOTE, WARNING, Finding, checker, define, finding, hx
 from pehotpatch.rules.context import Context
+from pehotpatch.vocab import RefKind, Side
 
 define(
     "HP501", "ChangedNotInSet", "function changed but not in the hot-patch set", ERROR,
@@ -127,8 +128,8 @@ def explain_change(ctx: Context, fd: FunctionDiff) -> tuple[list[str], dict]:
     name = fd.new.name
     causes: list[str] = []
     ev: dict = {}
-    new_sites = ctx.inline_sites(1)
-    base_sites = ctx.inline_sites(0)
+    new_sites = ctx.inline_sites(Side.NEW)
+    base_sites = ctx.inline_sites(Side.BASE)
     inl = new_sites.get(name, set())
     binl = base_sites.get(fd.base.name, set())
     if inl:
@@ -147,8 +148,8 @@ def explain_change(ctx: Context, fd: FunctionDiff) -> tuple[list[str], dict]:
             causes.append(f"it now inlines {x} (the base version did not)")
         for x in sorted(binl - inl):
             causes.append(f"it no longer inlines {x}")
-    for r in ctx.refs(1, fd.new):
-        if r.kind not in ("call", "jump"):
+    for r in ctx.refs(Side.NEW, fd.new):
+        if r.kind not in (RefKind.CALL, RefKind.JUMP):
             continue
         callee = ctx.nix.function_at(r.target)
         if callee is not None and callee.name in ctx.signature_changes and callee.name != name:

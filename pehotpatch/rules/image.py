@@ -8,6 +8,7 @@ from pehotpatch.image.machine import Machine
 from pehotpatch.image.pe import HOTPATCH_TABLE_OFFSET_FIELD
 from pehotpatch.rules import ERROR, NOTE, WARNING, Finding, checker, define, finding, hx
 from pehotpatch.rules.context import Context
+from pehotpatch.vocab import Side
 
 define(
     "HP101", "MachineChanged", "machine differs", ERROR,
@@ -129,7 +130,7 @@ def _reloc_added(ctx: Context) -> Finding:
         if g is not None and g.is_ref_slot:
             plumbing.append(g.name)
         else:
-            other.append(ctx.describe(1, r))
+            other.append(ctx.describe(Side.NEW, r))
     ev = {"change": "added", "relocations": len(sites), "ref_slot_relocations": len(plumbing),
           "other_relocations": other[:20], "base_relocations": base_count}
     if sites and not other and not base_count:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from pehotpatch.rules import ERROR, NOTE, Finding, checker, define, finding
 from pehotpatch.rules.context import Context
+from pehotpatch.vocab import RefKind, Side
 
 define(
     "HP201", "ExportAdded", "export added", ERROR,
@@ -87,7 +88,7 @@ def check_interface(ctx: Context) -> Iterator[Finding]:
 def _export_target(ctx: Context, name: str) -> str | None:
     for e in ctx.new.pe.exports:
         if (e.name or f"#{e.ordinal}") == name:
-            return e.forwarder or ctx.describe(1, e.rva)
+            return e.forwarder or ctx.describe(Side.NEW, e.rva)
     return None
 
 
@@ -96,8 +97,8 @@ def _import_users(ctx: Context) -> dict[str, list[str]]:
     slots = ctx.nix.imports_by_slot
     out: dict[str, list[str]] = {}
     for fn in ctx.nix.functions:
-        refs = ctx.refs(1, fn)
-        if len(refs) == 1 and refs[0].kind == "indirect_jump":
+        refs = ctx.refs(Side.NEW, fn)
+        if len(refs) == 1 and refs[0].kind == RefKind.INDIRECT_JUMP:
             continue  # an import thunk (jmp [__imp_f]) is not a user
         for r in refs:
             key = slots.get(r.target)

@@ -18,6 +18,7 @@ from pehotpatch.image.symbols import ref_target_name
 from pehotpatch.rules import ERROR, NOTE, Finding, checker, define, finding, hx
 from pehotpatch.rules.context import Context
 from pehotpatch.rules.locals import local_types
+from pehotpatch.vocab import RefKind, Side
 
 define(
     "HP301", "SignatureChanged", "signature of an existing function changed", ERROR,
@@ -96,8 +97,8 @@ def _base_callers(ctx: Context) -> dict[int, list[str]]:
     if not want:
         return out
     for f in ctx.bix.functions:
-        for r in ctx.refs(0, f):
-            if r.kind in ("call", "jump") and r.target in want and r.target != f.rva:
+        for r in ctx.refs(Side.BASE, f):
+            if r.kind in (RefKind.CALL, RefKind.JUMP) and r.target in want and r.target != f.rva:
                 lst = out.setdefault(r.target, [])
                 if f.name not in lst:
                     lst.append(f.name)
@@ -106,7 +107,7 @@ def _base_callers(ctx: Context) -> dict[int, list[str]]:
 
 # ---- HP311 ----------------------------------------------------------------------------
 def _layouts(ctx: Context) -> Iterator[Finding]:
-    bt, nt = ctx.pdb_types(0), ctx.pdb_types(1)
+    bt, nt = ctx.pdb_types(Side.BASE), ctx.pdb_types(Side.NEW)
     if bt is None or nt is None:
         return
     used = used_types(ctx, nt, bt)
@@ -172,8 +173,8 @@ def used_types(ctx: Context, nt: Any, bt: Any = None) -> dict[str, list[str]]:
             add(ti, f"{nf.name} (new, run by {run.reached_by}) has a local or parameter of type "
                     f"{nt.type_name(ti)}")
         seen: set[str] = set()
-        for r in ctx.refs(1, fn):
-            if r.kind != "data":
+        for r in ctx.refs(Side.NEW, fn):
+            if r.kind != RefKind.DATA:
                 continue
             g = ctx.nix.global_at(r.target)
             if g is None:

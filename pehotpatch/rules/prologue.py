@@ -28,6 +28,7 @@ from pehotpatch.image.machine import Machine
 from pehotpatch.image.symbols import Function, SymbolIndex
 from pehotpatch.rules import ERROR, WARNING, Finding, checker, define, finding, hx
 from pehotpatch.rules.context import Context
+from pehotpatch.vocab import Side
 
 REQUIRED_PADDING = {Machine.X86: 5, Machine.X64: 6, Machine.ARM64: 8}
 X86_PAD_BYTES = frozenset((0xCC, 0x90))
@@ -107,7 +108,7 @@ def check_prologue(ctx: Context) -> Iterator[Finding]:
     for fd in ctx.patched:
         fb = fd.base
         name = fd.new.name
-        cb = ctx.code(0, fb.rva)
+        cb = ctx.code(Side.BASE, fb.rva)
         head = base.try_read(fb.rva, 8) or b""
         ev_common = {"base_rva": hx(fb.rva), "entry_bytes": head.hex()}
         classic = m is Machine.X86 and head[:2] in MOV_EDI_EDI

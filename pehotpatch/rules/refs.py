@@ -16,6 +16,7 @@ from pehotpatch.image.symbols import Function
 from pehotpatch.reach import ADDRESS, NEW, RunningFunction
 from pehotpatch.rules import ERROR, WARNING, Finding, checker, define, finding, hx
 from pehotpatch.rules.context import Context
+from pehotpatch.vocab import RefKind, Side
 
 define(
     "HP601", "DirectMutableGlobalAccess", "patched code accesses a mutable global directly", ERROR,
@@ -101,17 +102,17 @@ def _direct_access(ctx: Context) -> Iterator[Finding]:
     for fn, run in patched_code(ctx):
         direct: dict[str, list[int]] = {}
         ptr_consts: dict[str, list[int]] = {}
-        for r in ctx.refs(1, fn):
-            if r.kind not in ("data", "indirect_call", "indirect_jump") or r.target in slots:
+        for r in ctx.refs(Side.NEW, fn):
+            if r.kind not in (RefKind.DATA, RefKind.INDIRECT_CALL, RefKind.INDIRECT_JUMP) or r.target in slots:
                 continue
             sec = img.section_at(r.target)
             if sec is None or sec.executable:
                 continue
-            g, off = ctx.global_near(1, r.target) or (None, 0)
+            g, off = ctx.global_near(Side.NEW, r.target) or (None, 0)
             if g is not None and (g.is_ref_slot or _allowed(g.name)):
                 continue
             if g is None:
-                name = ctx.describe(1, r.target)
+                name = ctx.describe(Side.NEW, r.target)
             else:
                 name = g.name if off == 0 else f"{g.name}+{off:#x}"
             if sec.writable:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pehotpatch.image.symbols import Function, SymbolIndex
 from pehotpatch.rules import ERROR, Finding, checker, define, finding, hx
 from pehotpatch.rules.context import Context
+from pehotpatch.vocab import RefKind, Side
 
 define(
     "HP109", "ChangedRunOnceCode", "change in code that runs only at load", ERROR,
@@ -69,14 +70,14 @@ def run_once_functions(ctx: Context) -> dict[int, tuple[str, list[str]]]:
     has_caller: set[int] = set()
     for f in ix.functions:
         lst = callees.setdefault(f.rva, [])
-        for r in ctx.refs(0, f):
+        for r in ctx.refs(Side.BASE, f):
             t = ix.function_at(r.target)
             if t is None or t.rva == f.rva:
                 continue
-            if r.kind in ("call", "jump"):
+            if r.kind in (RefKind.CALL, RefKind.JUMP):
                 lst.append(t.rva)
                 has_caller.add(t.rva)
-            elif r.kind == "data":
+            elif r.kind == RefKind.DATA:
                 address_taken.add(t.rva)
     address_taken |= stored_function_pointers(ix)
     # Everything that can start running later: exports, taken addresses (in code or as
