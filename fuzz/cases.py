@@ -29,12 +29,15 @@ from .mutators import mutate
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
-COMMANDS = ("info", "diff", "check", "check-tree", "simulate")
-COMMAND_WEIGHTS = (30, 20, 30, 20, 10)
+COMMANDS = ("info", "diff", "check", "check-tree", "simulate", "inspect", "verify", "emit-final")
+COMMAND_WEIGHTS = (30, 20, 30, 20, 10, 10, 10, 10)
+#: Commands that read a sample's final image (built once, see final_image).
+FINAL_COMMANDS = ("simulate", "inspect", "verify")
 # Output formats and how often each is drawn (text goes through rich, the slowest part).
 FORMATS = {"info": {"json": 3, "text": 1}, "diff": {"json": 3, "text": 1},
            "check": {"text": 1, "json": 2, "sarif": 2}, "check-tree": {"text": 1, "json": 2, "sarif": 2},
-           "simulate": {"text": 1, "json": 2}}
+           "simulate": {"text": 1, "json": 2}, "inspect": {"text": 1, "json": 2},
+           "verify": {"text": 1, "json": 2}, "emit-final": {"text": 1, "json": 1}}
 # simulate: the first calls of a sample's [run] list, and an instruction budget per call
 SIMULATE_CALLS = 12
 SIMULATE_BUDGET = 200_000
@@ -96,9 +99,11 @@ class Seeds:
         return self._runs[seed]
 
     def ids(self, command: str) -> list[str]:
-        if command == "simulate":
+        if command in FINAL_COMMANDS:
             return [f"samples:{s}" for s in self.scenarios if self.run_calls(f"samples:{s}")]
         out = [f"samples:{s}" for s in self.scenarios] + sorted(self.built)
+        if command == "emit-final":
+            return out
         for n in self.corpus_names:
             if command == "info" or self.file(f"corpus:{n}", "intermediate.dll").stat().st_size \
                     <= CORPUS_DIFF_LIMIT:
@@ -250,6 +255,13 @@ def relevant_roles(case: Case, seeds: Seeds) -> list[str]:
         return [r for r in roles if r in have]
     if case.command == "simulate":
         return [r for r in ("base.dll", "base.pdb", "final.dll", "intermediate.pdb") if r in have]
+    if case.command == "inspect":
+        return [r for r in ("final.dll", "intermediate.pdb") if r in have]
+    if case.command == "verify":
+        roles = ["base.dll", "final.dll", "intermediate.pdb"]
+        if o.get("functions_file"):
+            roles.append("hotpatch_functions.txt")
+        return [r for r in roles if r in have]
     roles = ["base.dll", "base.pdb", "intermediate.dll", "intermediate.pdb"]
     if o.get("objects"):
         roles += [r for r in have if r.startswith("intermediate.objs/")]
@@ -287,6 +299,10 @@ def generate(rng: random.Random, seeds: Seeds, commands: tuple[str, ...] = COMMA
         calls = seeds.run_calls(seed)[:SIMULATE_CALLS]
         o.update(calls=calls, patch_after=rng.randrange(len(calls) + 1), undo=rng.random() < 0.5,
                  explicit_pdb=coin(0.5), budget=SIMULATE_BUDGET)
+    elif command == "inspect":
+        o["explicit_pdb"] = coin(0.5)
+    elif command == "verify":
+        o["functions_file"] = coin(0.8)
     elif command == "info":
         o["side"] = rng.choice(("base", "intermediate"))
         o["symbols"] = coin(0.6)
@@ -298,6 +314,8 @@ def generate(rng: random.Random, seeds: Seeds, commands: tuple[str, ...] = COMMA
             o["explicit_pdb"] = coin(0.3)
         if command == "diff":
             o["verbose"] = rng.random() < 0.5
+        elif command == "emit-final":
+            o.update(force=rng.random() < 0.3, sequence=rng.choice((1, 1, 2, 0)))
         else:
             o.update(waivers=coin(0.15), allow_new_imports=rng.random() < 0.2)
         if command == "check-tree":
@@ -374,6 +392,16 @@ def materialize(case: Case, seeds: Seeds, root: Path) -> Inputs:
         if o.get("explicit_pdb"):
             inp.pdb_base, inp.pdb = root / "base.pdb", root / "intermediate.pdb"
         return inp
+    if case.command in ("inspect", "verify"):
+        inp.final = root / "final.dll"
+        if case.command == "verify":
+            inp.base = root / "base.dll"
+            inp.pdb = root / "intermediate.pdb"  # the final image's PDB (it is the intermediate's)
+            if o.get("functions_file"):
+                inp.functions_file = root / "hotpatch_functions.txt"
+        elif o.get("explicit_pdb"):
+            inp.pdb = root / "intermediate.pdb"
+        return inp
     if case.command == "info":
         side = o["side"]
         inp.image = root / f"{side}.dll"
@@ -412,6 +440,39 @@ def cli_args(case: Case, inp: Inputs, output: Path) -> list[str]:
         if o["format"] == "json":
             args.append("--json")
         return args + ["-o", str(output)]
+    if case.command == "inspect":
+        args = ["inspect", str(inp.final)]
+        if inp.pdb is not None:
+            args += ["--pdb", str(inp.pdb)]
+        if o["format"] == "json":
+            args.append("--json")
+        return args + ["-o", str(output)]
+    if case.command == "verify":
+        args = ["verify", str(inp.final), "--base", str(inp.base), "--pdb", str(inp.pdb), "-j", "1"]
+        if inp.functions_file is not None:
+            args += ["--functions-file", str(inp.functions_file)]
+        if o["format"] == "json":
+            args.append("--json")
+        return args + ["-o", str(output)]
+    if case.command == "emit-final":
+        args = ["emit-final", str(inp.base), str(inp.intermediate), "-o", str(output), "-j", "1",
+                "--sequence", str(o["sequence"])]
+        if inp.pdb_base is not None and inp.pdb is not None:
+            args += ["--pdb-base", str(inp.pdb_base), "--pdb", str(inp.pdb)]
+        for flag in ("force", "allow_new_imports"):
+            if o.get(flag):
+                args.append("--" + flag.replace("_", "-"))
+        if inp.waivers is not None:
+            args += ["--waivers", str(inp.waivers)]
+        if o["format"] == "json":
+            args.append("--json")
+        if inp.objects is not None:
+            args += ["--objects", str(inp.objects)]
+        if inp.functions_file is not None:
+            args += ["--functions-file", str(inp.functions_file)]
+        if o.get("ignore_pdb_mismatch"):
+            args.append("--ignore-pdb-mismatch")
+        return args
     if case.command == "info":
         args = ["info", str(inp.image)]
         if o.get("symbols"):

@@ -21,7 +21,7 @@ from .cases import Case, Seeds, cli_args, materialize
 from .targets import is_document, output_suffix
 
 EXIT_CODES = {"info": {0, 2}, "diff": {0, 2}, "check": {0, 1, 2}, "check-tree": {0, 1, 2},
-              "simulate": {0, 1, 2}}
+              "simulate": {0, 1, 2}, "inspect": {0, 1, 2}, "verify": {0, 1, 2}, "emit-final": {0, 1, 2}}
 
 
 def pehp_command() -> list[str]:
@@ -65,14 +65,34 @@ def contract_problems(command: str, document: bool, rc: int, stderr: str, output
                 problems.append(f"exit 2 with {len(lines)} stderr lines, not one 'pehp: error:' line: {lines}")
             if output is not None and output.exists():
                 problems.append("an output was written although the command failed")
+    elif command == "emit-final" and rc == 1:
+        if output is not None and output.exists():
+            problems.append("a final image was written for a pair the check rejected")
     elif rc in (0, 1) and output is not None and not output.exists():
         problems.append("no output written although the command succeeded")
+    if command == "emit-final" and rc == 0 and output is not None and output.exists():
+        problems.extend(_final_problems(output))
     if output is not None and output.exists() and document:
         try:
             json.loads(output.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             problems.append(f"the output is not valid JSON: {exc}")
     return problems
+
+
+def _final_problems(final: Path) -> list[str]:
+    """A final image emit-final wrote must read back with a table that keeps every rule."""
+    from pehotpatch.errors import PehpError
+    from pehotpatch.image.pe_reader import load_pe
+    from pehotpatch.table.decode import read_table
+
+    try:
+        rd = read_table(load_pe(final))
+    except PehpError as exc:
+        return [f"the final image does not read back: {exc}"]
+    if not rd.valid:
+        return [f"the final image's table breaks a rule: {[v.code for v in rd.violations]}"]
+    return []
 
 
 def check_cli(case: Case, seeds: Seeds, workdir: Path, timeout: float = 120.0) -> list[str]:
@@ -82,8 +102,8 @@ def check_cli(case: Case, seeds: Seeds, workdir: Path, timeout: float = 120.0) -
     outdir.mkdir()
     output: Path | None = outdir / f"report{output_suffix(case)}"
     args = cli_args(case, inp, outdir / f"report{output_suffix(case)}")
-    if case.command in ("info", "diff") and case.options.get("format") == "text":
-        # -o writes JSON for these two; the text report only goes to stdout
+    if case.command in ("info", "diff", "inspect", "verify") and case.options.get("format") == "text":
+        # -o writes JSON for these; the text report only goes to stdout
         output, args = None, args[:-2]
     before = _digests(inp.root)
     env = dict(os.environ, COLUMNS="120", NO_COLOR="1", PYTHONFAULTHANDLER="1")

@@ -36,6 +36,8 @@ from pehotpatch.image.pe import (
 )
 from pehotpatch.image.pe_reader import parse_pe
 from pehotpatch.structs import Struct
+from pehotpatch.table.decode import read_table
+from pehotpatch.table.format import HOT_PATCH_BASE, HOT_PATCH_INFO
 
 from .layout_model import Layout, Table, u32
 
@@ -288,8 +290,55 @@ def _pe_directories(lay: Layout, img: PEImage, data: bytes, plus: bool) -> None:
         table = _file_off(img, hp) if hp else None
         if table is not None:
             lay.regions.append(("hot-patch table", table, min(0x100, len(data) - table)))
-            for k in range(0, 0x40, 4):
-                lay.add("pe.hotpatch", f"HotPatchTable+{k:#x}", table + k, 4)
+            _hotpatch_table(lay, img, table)
+
+
+def _hotpatch_table(lay: Layout, img: PEImage, table: int) -> None:
+    """The hot-patch table's fields from its declarations (pehotpatch.table.format): the
+    header, the base descriptor, every chunk header and record word, each record a table
+    entry (swapped and duplicated by the table mutator)."""
+    rd = read_table(img)
+    size = rd.size or 0x48
+    soi = img.size_of_image
+    lay.regions.append(("hot-patch table (Size)", table, min(size, len(img.data) - table)))
+    lay.add_decl("pe.hotpatch", "HotPatchInfo", table, HOT_PATCH_INFO, hints={
+        "Version": (0, 1, 2, 3, 4, 5, 0xFFFFFFFF),
+        "Size": (0, 19, 20, 36, size - 4, size - 1, size + 4, soi, 0xFFFFFFFF),
+        "SequenceNumber": (0, 1, 2, 0xFFFFFFFF),
+        "BaseImageList": (0, size - 4, size, 0xFFFFFFFC),
+        "BaseImageCount": (0, 1, 2, 0xFFFFFFFF),
+        "ExtraPatchSize": (0, 1, 2, 64, 65, 0x3FFFFFFF, 0xFFFFFFFF),
+        "Flags": (0, 2, 0x80),
+    })
+    if rd.table is None or not rd.info_fields:
+        return
+    lst = rd.info_fields.get("BaseImageList", 0)
+    boff = struct.unpack_from("<I", rd.raw, lst)[0] if lst + 4 <= len(rd.raw) else None
+    lay.add("pe.hotpatch", "BaseImageList[0]", table + lst, 4, (0, size - 32, size, 0xFFFFFFFF))
+    if boff is not None:
+        lay.add_decl("pe.hotpatch", "HotPatchBase", table + boff, HOT_PATCH_BASE, hints={
+            "Flags": (0, 1, 2, 4, 8, 0x10, 0x14, 0x1F, 0x20),
+            "PatchTable": (0, size - 4, size, 0xFFFFFFFF),
+            "OriginalTimeDateStamp": (0, img.timestamp),
+        })
+    extra = rd.table.extra_words
+    stride = 4 * (2 + extra)
+    for i, c in enumerate(rd.table.chunks):
+        hdr = c.header | (0x40000000 if c.obligatory else 0) | c.reserved
+        lay.add("pe.hotpatch.chunks", f"Chunk[{i}].Header", table + c.offset, 4, (
+            0, hdr ^ 0x80000000, hdr | 0x40000000, hdr | 0x1000, (hdr & ~0xFFF) | 0xFFF, hdr + 1, hdr - 1,
+            0x8002C001, 0x0002C001, 0x0005C001, 0x8003C001, 0x8007C001, 0xFFFFFFFF))
+        first = table + c.offset + 4
+        lay.tables.append(Table(f"HotPatchChunk[{i}]", first, stride, len(c.records)))
+        for j in range(min(len(c.records), 256)):
+            at = first + j * stride
+            lay.add("pe.hotpatch.records", f"Chunk[{i}].Record[{j}].Site", at, 4,
+                    (0, 0xF, 0x10, soi - 4, soi, 0xFFFFFFFA))
+            lay.add("pe.hotpatch.records", f"Chunk[{i}].Record[{j}].Target", at + 4, 4,
+                    (0, soi - 8, soi, 0xFFFFFFFF))
+            for k in range(extra):
+                lay.add("pe.hotpatch.records", f"Chunk[{i}].Record[{j}].Extra[{k}]", at + 8 + 4 * k, 4,
+                        (0, 0x9066, 0xFF8B, 0xFFFFFFFF))
 
 
 def _terminator(lay: Layout, img: PEImage, rva: int) -> None:

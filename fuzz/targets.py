@@ -142,8 +142,68 @@ def run_simulate(case: Case, inp: Inputs) -> None:
         render_simulation(res, _console())
 
 
+def run_inspect(case: Case, inp: Inputs) -> None:
+    from pehotpatch.api import inspect_image, load_image
+    from pehotpatch.errors import PehpError
+    from pehotpatch.render.final import inspect_to_json, render_inspect
+
+    assert inp.final is not None
+    rd = inspect_image(inp.final)
+    ix = None
+    if rd.present:
+        try:
+            ix = load_image(inp.final, pdb=inp.pdb).index
+        except PehpError:
+            if inp.pdb is not None:
+                raise
+    if case.options["format"] == "json":
+        _document(inspect_to_json(str(inp.final), rd, ix))
+    else:
+        render_inspect(str(inp.final), rd, _console(), ix)
+
+
+def run_verify(case: Case, inp: Inputs) -> None:
+    from pehotpatch.api import verify_final
+    from pehotpatch.render.final import render_verify
+
+    assert inp.final is not None and inp.base is not None
+    res = verify_final(inp.final, base=inp.base, pdb=inp.pdb, functions_file=inp.functions_file, jobs=1)
+    if case.options["format"] == "json":
+        _document(res.to_json())
+    else:
+        render_verify(res, _console())
+
+
+def run_emit_final(case: Case, inp: Inputs) -> None:
+    from pehotpatch.api import emit_final, inspect_image
+    from pehotpatch.errors import Rejected
+    from pehotpatch.render.final import render_emit
+
+    assert inp.base is not None and inp.intermediate is not None
+    o = case.options
+    out = inp.root / "final-out.dll"
+    try:
+        res = emit_final(inp.base, inp.intermediate, out, pdb_base=inp.pdb_base, pdb=inp.pdb,
+                         objects=inp.objects, functions_file=inp.functions_file,
+                         ignore_pdb_mismatch=bool(o.get("ignore_pdb_mismatch")),
+                         allow_new_imports=bool(o.get("allow_new_imports")), sequence=o["sequence"],
+                         force=bool(o.get("force")), jobs=1)
+    except Rejected:
+        if out.exists():
+            raise AssertionError("a final image was written for a rejected pair") from None
+        return
+    rd = inspect_image(out)
+    if not rd.valid:
+        raise AssertionError(f"emit-final wrote a table that breaks a rule: {[v.code for v in rd.violations]}")
+    if o["format"] == "json":
+        _document(res.emitted.to_json())
+    else:
+        render_emit(res.emitted, _console())
+
+
 TARGETS = {"info": run_info, "diff": run_diff, "check": run_check, "check-tree": run_check_tree,
-           "simulate": run_simulate}
+           "simulate": run_simulate, "inspect": run_inspect, "verify": run_verify,
+           "emit-final": run_emit_final}
 
 
 def run_case_inprocess(case: Case, inp: Inputs) -> str | None:
@@ -153,11 +213,15 @@ def run_case_inprocess(case: Case, inp: Inputs) -> str | None:
 
 def output_suffix(case: Case) -> str:
     fmt = case.options.get("format", "json")
+    if case.command == "emit-final":
+        return ".dll"
+    if case.command in ("inspect", "verify"):
+        return ".json"
     if case.command in ("info", "diff"):
         return ".json"
     return {"json": ".json", "sarif": ".sarif", "text": ".txt"}[fmt]
 
 
 def is_document(case: Case) -> bool:
-    return output_suffix(case) != ".txt"
+    return output_suffix(case) in (".json", ".sarif")
 
