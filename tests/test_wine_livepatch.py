@@ -212,7 +212,7 @@ def test_corrupted_first_bytes_are_refused(wine, finals, tmp_path, scenario):
     assert live.rc == 3 and live.done, live.stdout
     assert live.refused == [f"first bytes func {forward[0].site:#x} recorded "
                             f"{(forward[0].words[2] ^ 0x0101) & 0xFFFF:#x} found {forward[0].words[2] & 0xFFFF:#x}"]
-    assert live.applied is None and live.hpat == {} and live.clean.get(1) == 0
+    assert live.applied is None and live.hpat == {} and 1 not in live.clean
     assert _same(live.only_vector(0), _standalone(wine, scenario / "base.dll", calls))
 
 
@@ -338,3 +338,63 @@ def test_final_for_another_base_is_refused(wine, finals):
     live = harness.run_live(wine, other / "base.dll", final, calls)
     assert live.rc == 3
     assert live.refused == ["base identity (TimeDateStamp, CheckSum) does not match the running base"]
+
+
+def _second_final(first, scenario, out):
+    """``scenario``'s final image as patch 2 for the base that ``first`` patches."""
+    from pehotpatch import api
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    api.emit_final(scenario / "base.dll", scenario / "intermediate.dll", out, objects=scenario / "intermediate.objs",
+                   functions_file=scenario / "hotpatch_functions.txt", previous=first, sequence=2)
+    return out
+
+
+@pytest.mark.parametrize("second", ["body_fix", "fix_globals"])
+def test_second_patch_supersedes_the_first(wine, finals, tmp_path, second):
+    """Patch 1 (fix_globals) runs, then patch 2 (sequence 2) for the same base is applied
+    while the thread keeps calling: a function only patch 1 redirected (body_fix as patch 2:
+    telemetry_record) runs the base again, one both redirect (fix_globals again) gets patch
+    2's code through its existing stub, and the thread's results become patch 2's
+    intermediate's.  Undo then restores the base exactly."""
+    first_dir = harness.SAMPLES / "x64" / "fix_globals"
+    second_dir = harness.SAMPLES / "x64" / second
+    assert (first_dir / "base.dll").read_bytes() == (second_dir / "base.dll").read_bytes()
+    first = harness.emit_final(first_dir, finals)
+    then = _second_final(first, second_dir, tmp_path / "second" / f"{second}.dll")
+    raw = harness.run_calls(first_dir) + ["telemetry_checksum(0, 16)"]  # body_fix's fix shows here
+    calls = harness.repeatable(wine, first_dir, harness.typed(raw, harness.return_types(first_dir / "base.dll")))
+    live = harness.run_live(wine, first_dir / "base.dll", first, calls, then=then, iterations=ITERATIONS,
+                            traps=harness.trap_rvas(first_dir, {r.value for r in tables.read(first).find("func")}))
+    assert live.rc == 0 and live.done and not live.refused, live.stdout
+    assert live.then_records and {r[0] for r in live.then_records} <= {"iabs", "iind", "ifunc", "func"}
+
+    first_sites = {r[1] for r in live.records if r[0] == "func"}
+    second_sites = {r[1] for r in live.then_records if r[0] == "func"}
+    assert sorted(live.reverted) == sorted(first_sites - second_sites)
+    assert sorted(live.retargeted) == sorted(first_sites & second_sites)
+    assert live.reverted or live.retargeted
+    # patch 1's functions carry an int3 from the supersede on: phase 2 shows no fault there
+    assert sorted(live.retired) == sorted(r[2] for r in live.records if r[0] == "func")
+
+    expected = [_standalone(wine, d / name, calls) for d, name in (
+        (first_dir, "base.dll"), (first_dir, "intermediate.dll"), (second_dir, "intermediate.dll"),
+        (first_dir, "base.dll"))]
+    for phase, want in enumerate(expected):
+        assert live.clean[phase] >= ITERATIONS
+        assert _same(live.only_vector(phase), want), (phase, live.stdout)
+    assert not _same(expected[1], expected[2]) or second == "fix_globals"
+    assert live.undo_identical is True
+    assert live.patch_data_changed == [] and live.then_data_changed == []
+    assert live.thread["exit"] == THREAD_EXIT
+
+
+def test_second_patch_with_the_same_sequence_is_refused(wine, finals):
+    """Patch 2 must carry a higher SequenceNumber than the patch it supersedes."""
+    first_dir = harness.SAMPLES / "x64" / "fix_globals"
+    first = harness.emit_final(first_dir, finals)
+    then = harness.emit_final(harness.SAMPLES / "x64" / "body_fix", finals)  # sequence 1 as well
+    calls = harness.typed(harness.run_calls(first_dir)[:3], harness.return_types(first_dir / "base.dll"))
+    live = harness.run_live(wine, first_dir / "base.dll", first, calls, then=then)
+    assert live.rc == 3
+    assert live.refused == ["the second patch's SequenceNumber is not higher than the first's"]

@@ -9,13 +9,18 @@ typedef struct hpat {
     u32 used, capacity;
 } hpat;
 
-typedef struct undo_entry {
-    u8 *at; /* F - 5 */
+/* A base function redirected by a forward FUNCTION record: its stub, and the bytes
+ * F-5..F+1 from before any patch (kept across a superseding patch, for undo). */
+typedef struct redirection {
+    u8 *f;
+    u32 rva;
+    u8 *stub;
     u8 saved[7];
-} undo_entry;
+    int active, keep;
+} redirection;
 
-static undo_entry undo_log[HP_MAX_RECORDS];
-static int nundo;
+static redirection forward_log[HP_MAX_RECORDS];
+static int nforward_log;
 
 static void protect(void *at, u64 n, u32 prot, u32 *old)
 {
@@ -87,25 +92,42 @@ static void write_entry(u8 *f, u16 value)
     } while (__sync_val_compare_and_swap(q, old, next) != old);
 }
 
-/* Redirects the function at F to TARGET through a stub of H, keeping F-5..F+1 for undo. */
-static void redirect(u8 *f, u64 target, hpat *h, int keep_undo)
+/* Writes the jump from F to its (sealed) stub: E9 rel32 at F-5, then EB F9 at F, last. */
+static void write_jump(u8 *f, const u8 *stub)
 {
-    u8 *stub = hpat_stub(h, target);
     long long rel = (long long)((u64)stub - (u64)f);
     u32 old;
     if (rel < -0x80000000ll || rel > 0x7FFFFFFFll)
         fail("HPAT", "stub out of rel32 range");
-    if (keep_undo) {
-        undo_log[nundo].at = f - 5;
-        mem_copy(undo_log[nundo++].saved, f - 5, 7);
-    }
     protect(f - 5, 7u, PAGE_EXECUTE_READWRITE, &old);
     f[-5] = 0xE9;
     *(volatile u32 *)(f - 4) = (u32)rel;
     FlushInstructionCache(GetCurrentProcess(), f - 5, 5u);
-    write_entry(f, 0xF9EBu); /* EB F9: jmp f-5, written last */
+    write_entry(f, 0xF9EBu); /* EB F9: jmp f-5 */
     FlushInstructionCache(GetCurrentProcess(), f, 2u);
     protect(f - 5, 7u, old, &old);
+}
+
+/* Puts back F-5..F+1 as they were before any patch, the entry's two bytes first. */
+static void restore(redirection *r)
+{
+    u8 *at = r->f - 5;
+    u32 old;
+    protect(at, 7u, PAGE_EXECUTE_READWRITE, &old);
+    write_entry(r->f, *(const u16 *)(r->saved + 5));
+    FlushInstructionCache(GetCurrentProcess(), r->f, 2u);
+    mem_copy(at, r->saved, 5);
+    FlushInstructionCache(GetCurrentProcess(), at, 5u);
+    protect(at, 7u, old, &old);
+    r->active = 0;
+}
+
+static redirection *redirected(const u8 *f)
+{
+    for (int i = 0; i < nforward_log; i++)
+        if (forward_log[i].active && forward_log[i].f == f)
+            return &forward_log[i];
+    return 0;
 }
 
 static void write_pointer(u8 *at, u64 value)
@@ -121,10 +143,14 @@ int hp_first_bytes_ok(const hp_table *table, const u8 *base_va, const u8 *patch_
     int ok = 1;
     for (int i = 0; i < table->nrecords; i++) {
         const hp_record *r = &table->records[i];
+        const u8 *f = (r->inverse ? patch_va : base_va) + r->site;
+        const redirection *earlier = r->inverse ? 0 : redirected(f);
+        u16 found;
         if (r->type != HP_FUNCTION || table->extra_words == 0u)
             continue; /* without an extra word there are no first bytes to compare */
-        const u8 *f = (r->inverse ? patch_va : base_va) + r->site;
-        if (*(const u16 *)f != (u16)r->extra) {
+        /* a function an earlier patch redirected is compared as it was before it */
+        found = earlier != 0 ? *(const u16 *)(earlier->saved + 5) : *(const u16 *)f;
+        if (found != (u16)r->extra) {
             out_str("REFUSED first bytes ");
             out_str(hp_kind(r));
             out_str(" ");
@@ -132,7 +158,7 @@ int hp_first_bytes_ok(const hp_table *table, const u8 *base_va, const u8 *patch_
             out_str(" recorded ");
             out_hex(r->extra & 0xFFFFu);
             out_str(" found ");
-            out_hex(*(const u16 *)f);
+            out_hex(found);
             out_nl();
             ok = 0;
         }
@@ -140,22 +166,36 @@ int hp_first_bytes_ok(const hp_table *table, const u8 *base_va, const u8 *patch_
     return ok;
 }
 
+static void print_rva(const char *what, u32 rva)
+{
+    out_str(what);
+    out_str(" ");
+    out_hex(rva);
+    out_nl();
+}
+
 void hp_apply(const hp_table *table, u8 *base_va, u8 *patch_va, const u32 *traps, int ntraps)
 {
     hpat base_hpat, patch_hpat;
-    u32 nforward = 0, ninverse_func = 0;
-    for (int i = 0; i < table->nrecords; i++)
-        if (table->records[i].type == HP_FUNCTION) {
-            if (table->records[i].inverse)
-                ninverse_func++;
-            else
-                nforward++;
-        }
-    if (ninverse_func != 0u)
+    static u8 *inverse_stubs[HP_MAX_RECORDS];
+    u32 nnew = 0, ninverse_func = 0;
+    int first_new = nforward_log;
+    for (int i = 0; i < table->nrecords; i++) {
+        const hp_record *r = &table->records[i];
+        if (r->type == HP_FUNCTION && r->inverse)
+            ninverse_func++;
+        else if (r->type == HP_FUNCTION && redirected(base_va + r->site) == 0)
+            nnew++;
+    }
+    /* inverse chunks first: the patch image is bound to the base; stubs are filled and
+     * made executable before any jump to them is written */
+    if (ninverse_func != 0u) {
         hpat_alloc(&patch_hpat, patch_va, ninverse_func, "patch");
-    if (nforward != 0u)
-        hpat_alloc(&base_hpat, base_va, nforward, "base");
-    /* inverse chunks first: the patch image is bound to the base */
+        for (int i = 0; i < table->nrecords; i++)
+            if (table->records[i].inverse && table->records[i].type == HP_FUNCTION)
+                inverse_stubs[i] = hpat_stub(&patch_hpat, (u64)(base_va + table->records[i].value));
+        hpat_seal(&patch_hpat);
+    }
     for (int i = 0; i < table->nrecords; i++) {
         const hp_record *r = &table->records[i];
         if (!r->inverse)
@@ -165,10 +205,8 @@ void hp_apply(const hp_table *table, u8 *base_va, u8 *patch_va, const u32 *traps
         else if (r->type == HP_INDIRECT)
             write_pointer(patch_va + r->site, *(const u64 *)(base_va + r->value));
         else if (r->type == HP_FUNCTION)
-            redirect(patch_va + r->site, (u64)(base_va + r->value), &patch_hpat, 0);
+            write_jump(patch_va + r->site, inverse_stubs[i]);
     }
-    if (ninverse_func != 0u)
-        hpat_seal(&patch_hpat);
     /* functions of the patch image that must never run there */
     for (int i = 0; i < ntraps; i++) {
         u8 *f = patch_va + traps[i];
@@ -186,15 +224,41 @@ void hp_apply(const hp_table *table, u8 *base_va, u8 *patch_va, const u32 *traps
         }
         out_nl();
     }
-    /* then the base: stubs ready before any entry is written */
-    if (nforward != 0u) {
-        for (int i = 0; i < table->nrecords; i++) {
-            const hp_record *r = &table->records[i];
-            if (!r->inverse && r->type == HP_FUNCTION)
-                redirect(base_va + r->site, (u64)(patch_va + r->value), &base_hpat, 1);
+    /* then the base: a function an earlier patch redirected only gets a new target in its
+     * stub (one aligned 8-byte store); the others get new stubs, sealed before the jumps */
+    for (int i = 0; i < nforward_log; i++)
+        forward_log[i].keep = 0;
+    if (nnew != 0u)
+        hpat_alloc(&base_hpat, base_va, nnew, "base");
+    for (int i = 0; i < table->nrecords; i++) {
+        const hp_record *r = &table->records[i];
+        redirection *e;
+        if (r->inverse || r->type != HP_FUNCTION)
+            continue;
+        e = redirected(base_va + r->site);
+        if (e != 0) {
+            write_pointer(e->stub + 0x1000, (u64)(patch_va + r->value));
+            e->keep = 1;
+            print_rva("RETARGETED", r->site);
+            continue;
         }
-        hpat_seal(&base_hpat);
+        e = &forward_log[nforward_log++];
+        e->f = base_va + r->site;
+        e->rva = r->site;
+        e->stub = hpat_stub(&base_hpat, (u64)(patch_va + r->value));
+        mem_copy(e->saved, e->f - 5, 7);
+        e->active = e->keep = 1;
     }
+    if (nnew != 0u)
+        hpat_seal(&base_hpat);
+    for (int i = first_new; i < nforward_log; i++)
+        write_jump(forward_log[i].f, forward_log[i].stub);
+    /* a superseding patch: what only the earlier patch redirected runs the base again */
+    for (int i = 0; i < first_new; i++)
+        if (forward_log[i].active && !forward_log[i].keep) {
+            restore(&forward_log[i]);
+            print_rva("REVERTED", forward_log[i].rva);
+        }
     out_str("APPLIED ");
     out_u64((u64)table->nrecords);
     out_nl();
@@ -202,15 +266,7 @@ void hp_apply(const hp_table *table, u8 *base_va, u8 *patch_va, const u32 *traps
 
 void hp_undo(void)
 {
-    for (int i = nundo - 1; i >= 0; i--) {
-        u8 *at = undo_log[i].at;
-        u32 old;
-        protect(at, 7u, PAGE_EXECUTE_READWRITE, &old);
-        write_entry(at + 5, *(const u16 *)(undo_log[i].saved + 5)); /* the entry first */
-        FlushInstructionCache(GetCurrentProcess(), at + 5, 2u);
-        mem_copy(at, undo_log[i].saved, 5);
-        FlushInstructionCache(GetCurrentProcess(), at, 5u);
-        protect(at, 7u, old, &old);
-    }
+    for (int i = nforward_log - 1; i >= 0; i--)
+        if (forward_log[i].active)
+            restore(&forward_log[i]);
 }
-

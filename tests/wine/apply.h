@@ -13,12 +13,16 @@
 #include "hptable.h"
 
 /* Compares the low two bytes of each FUNCTION record's extra word with the function it
- * redirects; prints "REFUSED first bytes ..." for each mismatch; 1 when all match. */
+ * redirects (as it was before any patch, for a base function an earlier patch redirected);
+ * prints "REFUSED first bytes ..." for each mismatch; 1 when all match. */
 int hp_first_bytes_ok(const hp_table *table, const u8 *base_va, const u8 *patch_va);
 
 /* Applies TABLE (first bytes already checked).  Between the inverse and the forward
  * chunks, each of the TRAPS (patch image RVAs) not redirected gets an int3: a function
- * that must not run in the patch image faults instead of running silently. */
+ * that must not run in the patch image faults instead of running silently.  Applied after
+ * an earlier patch of the same base, it supersedes it: a base function both redirect gets
+ * the new target in its stub (RETARGETED), one only the earlier patch redirected is
+ * restored (REVERTED), the others are redirected as usual. */
 void hp_apply(const hp_table *table, u8 *base_va, u8 *patch_va, const u32 *traps, int ntraps);
 
 /* Restores the bytes the FUNCTION chunks overwrote in the base, the entry's two bytes first. */

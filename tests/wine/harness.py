@@ -317,7 +317,12 @@ class LiveRun:
     stdout: str
     base: int = 0
     patch: int = 0
+    then: int = 0
     records: list[tuple[str, int, int, int]] = field(default_factory=list)
+    then_records: list[tuple[str, int, int, int]] = field(default_factory=list)
+    retargeted: list[int] = field(default_factory=list)
+    reverted: list[int] = field(default_factory=list)
+    retired: list[int] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     hpat: dict[str, int] = field(default_factory=dict)
     traps: dict[int, str] = field(default_factory=dict)
@@ -325,6 +330,7 @@ class LiveRun:
     globals: dict[str, tuple[int, int]] = field(default_factory=dict)
     undo_identical: bool | None = None
     patch_data_changed: list[tuple[int, int]] = field(default_factory=list)
+    then_data_changed: list[tuple[int, int]] = field(default_factory=list)
     clean: dict[int, int] = field(default_factory=dict)
     vectors: dict[int, list[tuple[int, list[Result]]]] = field(default_factory=dict)
     thread: dict[str, int] = field(default_factory=dict)
@@ -343,9 +349,13 @@ def parse_live(rc: int, stdout: str) -> LiveRun:
         head, _, rest = line.partition(" ")
         w = rest.split()
         if head == "IMAGES":
-            r.base, r.patch = (int(x.split("=")[1], 16) for x in w)
-        elif head == "RECORD":
-            r.records.append((w[0], int(w[1], 16), int(w[2], 16), int(w[3], 16)))
+            images = {k: int(v, 16) for k, v in (x.split("=") for x in w)}
+            r.base, r.patch, r.then = images["base"], images["patch"], images.get("then", 0)
+        elif head in ("RECORD", "THEN_RECORD"):
+            (r.records if head == "RECORD" else r.then_records).append(
+                (w[0], int(w[1], 16), int(w[2], 16), int(w[3], 16)))
+        elif head in ("RETARGETED", "REVERTED", "RETIRED"):
+            {"RETARGETED": r.retargeted, "REVERTED": r.reverted, "RETIRED": r.retired}[head].append(int(w[0], 16))
         elif head == "REFUSED":
             r.refused.append(rest)
         elif head == "HPAT":
@@ -358,8 +368,9 @@ def parse_live(rc: int, stdout: str) -> LiveRun:
             r.globals[w[0]] = (int(w[1].split("=")[1], 16), int(w[2].split("=")[1], 16))
         elif head == "UNDO":
             r.undo_identical = w[0] == "base_code_identical=1"
-        elif head == "PATCHDATA_CHANGED":
-            r.patch_data_changed.append((int(w[0], 16), int(w[1])))
+        elif head in ("PATCHDATA_CHANGED", "THEN_PATCHDATA_CHANGED"):
+            (r.patch_data_changed if head == "PATCHDATA_CHANGED" else r.then_data_changed).append(
+                (int(w[0], 16), int(w[1])))
         elif head == "PHASE":
             r.clean[int(w[0])] = int(w[1].split("=")[1])
         elif head == "VECTOR":
@@ -373,8 +384,10 @@ def parse_live(rc: int, stdout: str) -> LiveRun:
 
 
 def run_live(wine: Wine, base: Path, final: Path, calls: list[str], *, traps: Sequence[int] = (),
-             globals_: Sequence[str] = (), iterations: int = 100) -> LiveRun:
+             globals_: Sequence[str] = (), iterations: int = 100, then: Path | None = None) -> LiveRun:
     args: list[str | Path] = [base, final, "--iterations", str(iterations)]
+    if then is not None:
+        args += ["--then", then]
     for t in traps:
         args += ["--trap", hex(t)]
     for g in globals_:

@@ -4,7 +4,7 @@
  * does, then undoes it; prints what the thread observed.
  *
  *   livepatch.exe BASE FINAL [--iterations N] [--trap RVA]... [--global NAME:BRVA:PRVA:SIZE]...
- *                 CALL...
+ *                 [--then FINAL2] CALL...
  *
  * 1. LoadLibrary(BASE) (its DllMain runs); LoadLibraryEx(FINAL, DONT_RESOLVE_DLL_REFERENCES)
  *    maps the patch image, relocated, without its entry point or imports.
@@ -24,20 +24,26 @@
  *    is read in both images; then, the thread running again, undo restores the saved bytes
  *    (EB F9 first) and the base's code must be byte-identical to before; N more iterations.
  *    An iteration that overlaps the writes of applying or undoing counts as a transition.
- * 6. The patch image's writable sections must not have changed: a write there means code
- *    reached the patch image's copy of a global.
+ *    With --then, FINAL2 (a higher sequence number for the same base) is applied after
+ *    phase 1 and supersedes FINAL (phase 2: RETARGETED, REVERTED; FINAL's functions get
+ *    an int3, RETIRED: nothing may run them any more); undo is phase 3.
+ * 6. The patch images' writable sections must not have changed: a write there means code
+ *    reached a patch image's copy of a global.
  *
  * Output (one fact per line; the test reads it):
  *   IMAGES base=<va> patch=<va>
  *   TABLE version=.. size=.. seq=.. extra=.. base_seq=.. base_flags=..
  *   RECORD <kind> <site> <value> <extra>          in table order
  *   REFUSED <reason>                              (exit 3)
+ *   THEN_TABLE ..., THEN_RECORD ...               the --then image's table
  *   HPAT <image> <va> <records>
  *   TRAP <rva> planted|redirected
+ *   RETARGETED <rva>  /  REVERTED <rva>         base functions, when superseding
+ *   RETIRED <rva>                                 FINAL's function, int3 after superseding
  *   APPLIED <records>
  *   GLOBAL <name> base=<v> patch=<v>
  *   UNDO base_code_identical=<0|1>
- *   PATCHDATA_CHANGED <rva> <bytes>
+ *   PATCHDATA_CHANGED <rva> <bytes>               (THEN_PATCHDATA_CHANGED: FINAL2's)
  *   PHASE <p> clean=<n> vectors=<n>  /  VECTOR <p> <count> <result>|<result>|...
  *   THREAD iterations=<n> transitions=<n> exit=<code>
  *   DONE
@@ -64,12 +70,14 @@ typedef struct vector {
     outcome results[MAX_CALLS];
 } vector;
 
-#define PHASE_APPLYING 3
-#define PHASE_UNDOING 4
-static volatile int phase, stop, hold, held; /* phase: 0 before, 1 patched, 2 undone */
-static volatile u32 iterations, transitions, clean[3];
-static vector vectors[3][MAX_VECTORS];
-static int nvectors[3];
+#define PHASE_APPLYING 10
+#define PHASE_UNDOING 11
+/* phase: 0 before, 1 patched, (2 superseded by --then,) then undone */
+static volatile int phase, stop, hold, held;
+static volatile u32 iterations, transitions, clean[4];
+static vector vectors[4][MAX_VECTORS];
+static int nvectors[4];
+static int last_phase;
 static u32 dropped_vectors;
 static outcome current[MAX_CALLS];
 
@@ -112,7 +120,7 @@ static u32 WINAPI caller(void *unused)
         for (int i = 0; i < ncalls; i++)
             call_run(&calls[i], &current[i]);
         p1 = phase;
-        if (p0 == p1 && p0 <= 2) {
+        if (p0 == p1 && p0 <= 3) {
             count_vector(p0);
             clean[p0]++;
         } else {
@@ -234,7 +242,7 @@ static u64 read_global(const u8 *image, u32 rva, u32 size)
 
 static void print_vectors(void)
 {
-    for (int p = 0; p < 3; p++) {
+    for (int p = 0; p <= last_phase; p++) {
         out_str("PHASE ");
         out_u64((u64)p);
         out_str(" clean=");
@@ -258,17 +266,93 @@ static void print_vectors(void)
     }
 }
 
+static void print_table(const char *prefix, const hp_table *t)
+{
+    out_str(prefix);
+    out_str("TABLE version=");
+    out_u64(t->version);
+    out_str(" size=");
+    out_u64(t->size);
+    out_str(" seq=");
+    out_u64(t->sequence);
+    out_str(" extra=");
+    out_u64(t->extra_words);
+    out_str(" base_seq=");
+    out_u64(t->base_sequence);
+    out_str(" base_flags=");
+    out_hex(t->base_flags);
+    out_nl();
+    for (int i = 0; i < t->nrecords; i++) {
+        out_str(prefix);
+        out_str("RECORD ");
+        out_str(hp_kind(&t->records[i]));
+        out_str(" ");
+        out_hex(t->records[i].site);
+        out_str(" ");
+        out_hex(t->records[i].value);
+        out_str(" ");
+        out_hex(t->records[i].extra);
+        out_nl();
+    }
+}
+
+static void refuse(const char *why)
+{
+    out_str("REFUSED ");
+    out_str(why);
+    out_nl();
+    ExitProcess(3u);
+}
+
+/* Applies T (the patch image at PATCH) while the thread runs, then waits for N clean
+ * iterations in phase NEXT; 0 when the first bytes do not match (nothing written).
+ * When T supersedes RETIRED (mapped at RETIRED_VA), the functions RETIRED redirected the
+ * base to get an int3 in its image: after the supersede nothing may run them. */
+static int apply_phase(const hp_table *t, u8 *patch, const u32 *trap_rvas, int ntrap, int next, u32 n,
+                       const hp_table *retired, u8 *retired_va)
+{
+    if (!hp_first_bytes_ok(t, base_va, patch))
+        return 0;
+    phase = PHASE_APPLYING; /* an iteration overlapping the writes counts in no phase */
+    hp_apply(t, base_va, patch, trap_rvas, ntrap);
+    for (int i = 0; retired != 0 && i < retired->nrecords; i++) {
+        const hp_record *r = &retired->records[i];
+        u32 old;
+        if (r->inverse || r->type != HP_FUNCTION)
+            continue;
+        if (!VirtualProtect(retired_va + r->value, 1u, PAGE_EXECUTE_READWRITE, &old))
+            fail("VirtualProtect", 0);
+        retired_va[r->value] = 0xCC;
+        VirtualProtect(retired_va + r->value, 1u, old, &old);
+        FlushInstructionCache(GetCurrentProcess(), retired_va + r->value, 1u);
+        out_str("RETIRED ");
+        out_hex(r->value);
+        out_nl();
+    }
+    phase = last_phase = next;
+    if (!wait_clean(next, n)) {
+        out_str("STALL phase=");
+        out_u64((u64)next);
+        out_nl();
+    }
+    return 1;
+}
+
+static hp_table then_table;
+
 void livepatch_main(void)
 {
     static char *argv[MAX_ARGS];
-    static span patch_data[MAX_SECTIONS], base_code[MAX_SECTIONS];
-    int argc = command_line(argv, MAX_ARGS), npd, nbc, refused = 0;
+    static span patch_data[MAX_SECTIONS], then_data[MAX_SECTIONS], base_code[MAX_SECTIONS];
+    int argc = command_line(argv, MAX_ARGS), npd, ntd = 0, nbc, refused = 0;
     u64 per_phase = 200;
     void *thread;
     u32 thread_exit = 0;
-    const char *why;
+    const char *why, *then_path = 0;
+    u8 *then_va = 0;
     if (argc < 4)
-        fail("usage", "livepatch.exe BASE FINAL [--iterations N] [--trap RVA]... [--global N:B:P:S]... CALL...");
+        fail("usage", "livepatch.exe BASE FINAL [--iterations N] [--trap RVA]... [--global N:B:P:S]... "
+                      "[--then FINAL2] CALL...");
     calls_init();
     base_va = (u8 *)LoadLibraryA(argv[1]);
     if (base_va == 0)
@@ -276,11 +360,6 @@ void livepatch_main(void)
     patch_va = (u8 *)LoadLibraryExA(argv[2], 0, DONT_RESOLVE_DLL_REFERENCES);
     if (patch_va == 0)
         fail("LoadLibraryEx failed", argv[2]);
-    out_str("IMAGES base=");
-    out_hex((u64)base_va);
-    out_str(" patch=");
-    out_hex((u64)patch_va);
-    out_nl();
     for (int i = 3; i < argc; i++) {
         u64 v;
         if (str_eq(argv[i], "--iterations") && i + 1 < argc && parse_u64(argv[i + 1], &v) && v != 0u) {
@@ -291,6 +370,8 @@ void livepatch_main(void)
             i++;
         } else if (str_eq(argv[i], "--global") && i + 1 < argc) {
             parse_global(argv[++i]);
+        } else if (str_eq(argv[i], "--then") && i + 1 < argc) {
+            then_path = argv[++i];
         } else if (ncalls < MAX_CALLS) {
             why = call_parse(&calls[ncalls], argv[i], base_va);
             if (why != 0) {
@@ -306,40 +387,34 @@ void livepatch_main(void)
     }
     if (ncalls == 0)
         fail("usage", "no CALL");
+    if (then_path != 0 && (then_va = (u8 *)LoadLibraryExA(then_path, 0, DONT_RESOLVE_DLL_REFERENCES)) == 0)
+        fail("LoadLibraryEx failed", then_path);
+    out_str("IMAGES base=");
+    out_hex((u64)base_va);
+    out_str(" patch=");
+    out_hex((u64)patch_va);
+    if (then_va != 0) {
+        out_str(" then=");
+        out_hex((u64)then_va);
+    }
+    out_nl();
 
     why = hp_read(patch_va, base_va, &table);
-    if (why != 0) {
-        out_str("REFUSED ");
-        out_str(why);
-        out_nl();
-        ExitProcess(3u);
-    }
-    out_str("TABLE version=");
-    out_u64(table.version);
-    out_str(" size=");
-    out_u64(table.size);
-    out_str(" seq=");
-    out_u64(table.sequence);
-    out_str(" extra=");
-    out_u64(table.extra_words);
-    out_str(" base_seq=");
-    out_u64(table.base_sequence);
-    out_str(" base_flags=");
-    out_hex(table.base_flags);
-    out_nl();
-    for (int i = 0; i < table.nrecords; i++) {
-        out_str("RECORD ");
-        out_str(hp_kind(&table.records[i]));
-        out_str(" ");
-        out_hex(table.records[i].site);
-        out_str(" ");
-        out_hex(table.records[i].value);
-        out_str(" ");
-        out_hex(table.records[i].extra);
-        out_nl();
+    if (why != 0)
+        refuse(why);
+    print_table("", &table);
+    if (then_va != 0) {
+        why = hp_read(then_va, base_va, &then_table);
+        if (why != 0)
+            refuse(why);
+        print_table("THEN_", &then_table);
+        if (then_table.sequence <= table.sequence)
+            refuse("the second patch's SequenceNumber is not higher than the first's");
     }
 
     npd = snapshot(patch_va, SCN_MEM_WRITE, patch_data);
+    if (then_va != 0)
+        ntd = snapshot(then_va, SCN_MEM_WRITE, then_data);
     nbc = snapshot(base_va, SCN_MEM_EXECUTE, base_code);
     thread = CreateThread(0, 0, caller, 0, 0, 0);
     if (thread == 0)
@@ -347,16 +422,9 @@ void livepatch_main(void)
     if (!wait_clean(0, (u32)per_phase))
         fail("the calling thread stalled", "before the patch");
 
-    if (!hp_first_bytes_ok(&table, base_va, patch_va)) {
+    if (!apply_phase(&table, patch_va, traps, ntraps, 1, (u32)per_phase, 0, 0)) {
         refused = 1;
     } else {
-        phase = PHASE_APPLYING; /* an iteration overlapping the writes counts in no phase */
-        hp_apply(&table, base_va, patch_va, traps, ntraps);
-        phase = 1;
-        if (!wait_clean(1, (u32)per_phase)) {
-            out_str("STALL phase=1");
-            out_nl();
-        }
         hold = 1;
         for (u32 start = GetTickCount(); !held && GetTickCount() - start < 60000u;)
             Sleep(1u);
@@ -369,18 +437,21 @@ void livepatch_main(void)
             out_hex(read_global(patch_va, globals[i].patch_rva, globals[i].size));
             out_nl();
         }
-        hold = 0; /* the thread runs on while the base is restored */
+        hold = 0; /* the thread runs on while the base is patched again or restored */
         for (u32 start = GetTickCount(), seen = iterations; (held || iterations == seen) &&
                                                              GetTickCount() - start < 60000u;)
             Sleep(0u);
+        if (then_va != 0 && !apply_phase(&then_table, then_va, 0, 0, 2, (u32)per_phase, &table, patch_va))
+            refused = 1;
         phase = PHASE_UNDOING;
         hp_undo();
-        phase = 2;
+        phase = ++last_phase;
         out_str("UNDO base_code_identical=");
         out_u64(compare(base_va, base_code, nbc, 0) == 0);
         out_nl();
-        if (!wait_clean(2, (u32)per_phase)) {
-            out_str("STALL phase=2");
+        if (!wait_clean(last_phase, (u32)per_phase)) {
+            out_str("STALL phase=");
+            out_u64((u64)last_phase);
             out_nl();
         }
     }
@@ -389,6 +460,8 @@ void livepatch_main(void)
         out_str("STALL the thread did not stop"), out_nl();
     GetExitCodeThread(thread, &thread_exit);
     compare(patch_va, patch_data, npd, "PATCHDATA_CHANGED");
+    if (then_va != 0)
+        compare(then_va, then_data, ntd, "THEN_PATCHDATA_CHANGED");
     print_vectors();
     out_str("THREAD iterations=");
     out_u64(iterations);
