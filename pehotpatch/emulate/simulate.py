@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pehotpatch.emulate.calls import Call, parse_call, return_kind
@@ -37,6 +38,7 @@ from pehotpatch.emulate.results import (
     CallResult,
     CallRow,
     Finding,
+    PatchReport,
     SimulationResult,
 )
 from pehotpatch.emulate.space import MappedImage
@@ -48,109 +50,114 @@ PathLike = str | os.PathLike[str]
 MAX_CALLS = 10_000
 
 
+@dataclass(frozen=True)
+class _Input:
+    """An image of the simulation with its PDB (None: found next to it) and its name."""
+
+    pe: PEImage
+    pdb: PathLike | None
+    label: str
+
+
 def simulate(base: PathLike, final: PathLike, calls: Sequence[str], *, patch_after: int = 0,
              then: PathLike | None = None, undo: bool = False, budget: int = DEFAULT_BUDGET,
              pdb_base: PathLike | None = None, pdb_final: PathLike | None = None,
              pdb_then: PathLike | None = None) -> SimulationResult:
     """Run ``calls`` (``"name(1, 2)"``) through the base's exports before and after
     applying ``final``'s hot-patch table, and through the final image alone."""
-    base_pe, final_pe = load_pe(base), load_pe(final)
-    then_pe = load_pe(then) if then is not None else None
-    for pe in (final_pe, then_pe):
-        if pe is not None and pe.machine is not base_pe.machine:
-            raise InputError(f"machine {pe.machine.value} does not match the base's "
-                             f"{base_pe.machine.value}", pe.path)
-        if pe is not None and not has_table(pe):
+    b = _Input(load_pe(base), pdb_base, str(base))
+    patches = [_Input(load_pe(final), pdb_final, str(final))]
+    if then is not None:
+        patches.append(_Input(load_pe(then), pdb_then, str(then)))
+    for p in patches:
+        if p.pe.machine is not b.pe.machine:
+            raise InputError(f"machine {p.pe.machine.value} does not match the base's "
+                             f"{b.pe.machine.value}", p.pe.path)
+        if not has_table(p.pe):
             raise InputError("not a final image: it carries no hot-patch table "
-                             "(HotPatchTableOffset is 0 or there is no load config)", pe.path)
+                             "(HotPatchTableOffset is 0 or there is no load config)", p.pe.path)
     if len(calls) > MAX_CALLS:
         raise UsageError(f"more than {MAX_CALLS} calls")
-    parsed = [parse_call(c, 8 * base_pe.machine.pointer_size) for c in calls]
+    parsed = [parse_call(c, 8 * b.pe.machine.pointer_size) for c in calls]
     if not 0 <= patch_after <= len(parsed):
         raise UsageError(f"--patch-after {patch_after}: there are {len(parsed)} calls")
     if budget <= 0:
         raise UsageError("the instruction budget must be positive")
 
-    result = SimulationResult(base_pe.machine.value, str(base), str(final), patch_after)
+    result = SimulationResult(b.pe.machine.value, str(base), str(final), patch_after)
     worlds: list[World] = []
     try:
-        return _run(result, base_pe, final_pe, then_pe, parsed, worlds, patch_after=patch_after,
-                    undo=undo, budget=budget, labels=(str(final), str(then)),
-                    pdbs=(pdb_base, pdb_final, pdb_then))
+        base_results = _Standalone(b, "base", budget, worlds).run(parsed)
+        ref_results = _Standalone(patches[-1], "intermediate", budget, worlds).run(parsed)
+        world = World(b.pe.machine, budget=budget)
+        worlds.append(world)
+        patched_results, patcher = _run_patched(world, b, patches, parsed, patch_after, result)
+        _compare(result, parsed, base_results, patched_results, ref_results)
+        if undo and any(p.applied for p in result.patches):
+            result.undo = patcher.undo()
+            if not result.undo.identical:
+                result.findings.append(Finding(
+                    F_UNDO, f"after undo {len(result.undo.differences)} or more bytes of the base "
+                    f"differ from before patching (first at RVA {result.undo.differences[0]:#x})"))
+        for role, names in world.names.items():
+            result.notes += [f"{role}: {n}" for n in names.notes]
+        return result
     finally:
         for w in worlds:
             w.close()
 
 
-def _run(result: SimulationResult, base_pe: PEImage, final_pe: PEImage, then_pe: PEImage | None,
-         parsed: list[Call], worlds: list[World], *, patch_after: int, undo: bool, budget: int,
-         labels: tuple[str, str], pdbs: tuple[PathLike | None, PathLike | None, PathLike | None]
-         ) -> SimulationResult:
-    pdb_base, pdb_final, pdb_then = pdbs
-    final, then = labels
-    ref_pe, ref_pdb = (then_pe, pdb_then) if then_pe is not None else (final_pe, pdb_final)
-    base_world = _Standalone(base_pe, "base", pdb_base, budget, worlds)
-    ref_world = _Standalone(ref_pe, "intermediate", ref_pdb, budget, worlds)
-    base_results = [base_world.call(c) for c in parsed]
-    ref_results = [ref_world.call(c) for c in parsed]
-
-    world = World(base_pe.machine, budget=budget)
-    worlds.append(world)
-    b = world.load(base_pe, "base", 0, pdb=pdb_base)
+def _run_patched(world: World, base: _Input, patches: list[_Input], parsed: list[Call],
+                 patch_after: int, result: SimulationResult) -> tuple[list[CallResult], Patcher]:
+    """The base running; the patches applied after ``patch_after`` calls."""
+    b = world.load(base.pe, "base", 0, pdb=base.pdb)
     _entry(world, b, result, "base")
     patcher = Patcher(world, b)
-    patches = [(final_pe, "patch", 1, pdb_final, final)]
-    if then_pe is not None:
-        patches.append((then_pe, "patch2", 2, pdb_then, then))
-    patched_results: list[CallResult] = []
+    out: list[CallResult] = []
     seen: set[tuple[str, str]] = set()
     for i in range(len(parsed) + 1):
         if i == patch_after:
-            for pe, role, slot, pdb, label in patches:
-                _apply(world, patcher, pe, role, slot, pdb, label, result)
+            for n, p in enumerate(patches, 1):
+                _apply(world, patcher, p, "patch" if n == 1 else f"patch{n}", n, result)
         if i == len(parsed):
             break
         before = len(world.violations)
-        patched_results.append(_call(world, b, parsed[i]))
+        out.append(_call(world, b, parsed[i]))
         _guard_findings(world, before, i, parsed[i], result, seen)
+    return out, patcher
 
+
+def _compare(result: SimulationResult, parsed: list[Call], base_results: list[CallResult],
+             patched_results: list[CallResult], ref_results: list[CallResult]) -> None:
+    """One row per call; after patching, a fault the intermediate does not have is a
+    finding, and so is any difference when the patch came before the first call."""
     applied = any(p.applied for p in result.patches)
+    k = result.patch_after
     for i, c in enumerate(parsed):
-        phase = "after" if applied and i >= patch_after else "before"
-        result.calls.append(CallRow(i, c.text, phase, base_results[i], patched_results[i],
-                                    ref_results[i]))
+        phase = "after" if applied and i >= k else "before"
+        pr, rr = patched_results[i], ref_results[i]
+        result.calls.append(CallRow(i, c.text, phase, base_results[i], pr, rr))
         if phase != "after":
             continue
-        pr, rr = patched_results[i], ref_results[i]
         if pr.fault is not None and rr.fault is None:
             result.findings.append(Finding(F_FAULT, f"{c.text}: {pr.fault.text()}", i))
-        elif patch_after == 0 and pr.outcome() != rr.outcome():
+        elif k == 0 and pr.outcome() != rr.outcome():
             result.findings.append(Finding(
                 F_MISMATCH, f"{c.text}: patched base gives {pr.outcome()}, the intermediate "
                 f"{rr.outcome()}", i))
-    if undo and applied:
-        result.undo = patcher.undo()
-        if not result.undo.identical:
-            result.findings.append(Finding(
-                F_UNDO, f"after undo {len(result.undo.differences)} or more bytes of the base "
-                f"differ from before patching (first at RVA {result.undo.differences[0]:#x})"))
-    for role, names in world.names.items():
-        result.notes += [f"{role}: {n}" for n in names.notes]
-    return result
 
 
 class _Standalone:
-    """One image alone in its own world (base, or the final image as the intermediate)."""
+    """One image alone in its own world (the base, or a final image as the intermediate)."""
 
-    def __init__(self, pe: PEImage, role: str, pdb: PathLike | None, budget: int,
-                 worlds: list[World]):
-        self.world = World(pe.machine, budget=budget)
+    def __init__(self, image: _Input, role: str, budget: int, worlds: list[World]):
+        self.world = World(image.pe.machine, budget=budget)
         worlds.append(self.world)
-        self.image = self.world.load(pe, role, 0 if role == "base" else 1, pdb=pdb)
+        self.image = self.world.load(image.pe, role, 0 if role == "base" else 1, pdb=image.pdb)
         self.world.run_entry(self.image)
 
-    def call(self, c: Call) -> CallResult:
-        return _call(self.world, self.image, c)
+    def run(self, calls: list[Call]) -> list[CallResult]:
+        return [_call(self.world, self.image, c) for c in calls]
 
 
 def _entry(world: World, im: MappedImage, result: SimulationResult, what: str) -> None:
@@ -166,21 +173,19 @@ def _call(world: World, im: MappedImage, c: Call) -> CallResult:
     return world.call_va(va, list(c.args), want_value=kind != "void", wide=kind == "wide")
 
 
-def _apply(world: World, patcher: Patcher, pe: PEImage, role: str, slot: int,
-           pdb: PathLike | None, label: str, result: SimulationResult) -> None:
-    im = world.load(pe, role, slot, pdb=pdb, bind_imports=False)
+def _apply(world: World, patcher: Patcher, p: _Input, role: str, slot: int,
+           result: SimulationResult) -> None:
+    im = world.load(p.pe, role, slot, pdb=p.pdb, bind_imports=False)
+    findings: list[Finding] = []
     try:
-        table = read_table(pe)
+        table = read_table(p.pe)
     except TableRefused as exc:
-        from pehotpatch.emulate.results import PatchReport
-
-        report = PatchReport(label, role, 0, False, refused=str(exc))
-        findings: list[Finding] = []
+        report = PatchReport(p.label, role, 0, False, refused=str(exc))
     else:
-        report, findings = patcher.apply(im, table, label)
+        report, findings = patcher.apply(im, table, p.label)
     result.patches.append(report)
     if report.refused:
-        result.findings.append(Finding(F_REFUSED, f"{Path(label).name}: the loader would refuse "
+        result.findings.append(Finding(F_REFUSED, f"{Path(p.label).name}: the loader would refuse "
                                                   f"the table: {report.refused}"))
     result.findings += findings
 
