@@ -112,6 +112,14 @@ def test_state_stays_in_the_base(d: Path, finals):
         # ... which unpatched telemetry_count reads back from the base: same as the intermediate
         counts = [row for row in r.calls if row.call == "telemetry_count()"]
         assert [c.patched.value for c in counts] == [c.intermediate.value for c in counts]
+        # and the other way round: unpatched config_set writes g_config in the base, which the
+        # patched telemetry_record reads through __ref_g_config when it clamps the value
+        calls = [row.call for row in r.calls]
+        cfg, rec = calls.index("config_set(1, 1000)"), calls.index("telemetry_record(3, 5000)")
+        assert [(w.image, w.name) for w in r.calls[cfg].patched.writes] == [("base", "g_config")]
+        peek = r.calls[rec + 1]
+        assert peek.call == "telemetry_peek_scaled(0)"
+        assert peek.patched.value == peek.intermediate.value != 5000  # clamped to the new limit
 
 
 # Fixes that change state other functions read (a count that no longer includes drops, a
