@@ -15,17 +15,12 @@ PATCHABLE = [d for d in harness.patchable_x64() if harness.run_calls(d) is not N
 
 @pytest.fixture(scope="session")
 def wine(tmp_path_factory):
-    reason = harness.missing_tools()
-    if reason:
-        if harness.IN_CI:
-            raise RuntimeError(reason)
-        pytest.skip(reason)
     return harness.session(tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def finals(tmp_path_factory):
-    return tmp_path_factory.mktemp("finals")
+    return harness.finals_dir(tmp_path_factory)
 
 
 def test_every_patchable_x64_sample_has_calls():

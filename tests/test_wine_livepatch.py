@@ -27,17 +27,12 @@ ITERATIONS = 100
 
 @pytest.fixture(scope="session")
 def wine(tmp_path_factory):
-    reason = harness.missing_tools()
-    if reason:
-        if harness.IN_CI:
-            raise RuntimeError(reason)
-        pytest.skip(reason)
     return harness.session(tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def finals(tmp_path_factory):
-    return tmp_path_factory.mktemp("finals")
+    return harness.finals_dir(tmp_path_factory)
 
 
 def _calls(wine, scenario):

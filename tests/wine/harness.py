@@ -121,7 +121,15 @@ _SESSION: Wine | None = None
 
 
 def session(tmp_path_factory) -> Wine:
-    """One build and one prefix per pytest process (shared by every Wine test module)."""
+    """One build and one prefix per pytest process (shared by every Wine test module); the
+    test is skipped when the tools are missing, except in CI (``CI=true``), where that fails."""
+    import pytest
+
+    reason = missing_tools()
+    if reason:
+        if IN_CI:
+            raise RuntimeError(reason)
+        pytest.skip(reason)
     global _SESSION
     if _SESSION is None:
         root = tmp_path_factory.mktemp("wine")
@@ -271,6 +279,17 @@ def repeatable(wine: Wine, scenario: Path, calls: list[str], repeat: int = 3) ->
 
 
 # ------------------------------------------------------------------ final images
+
+
+_FINALS: Path | None = None
+
+
+def finals_dir(tmp_path_factory) -> Path:
+    """One directory of final images per pytest process (shared by the Wine test modules)."""
+    global _FINALS
+    if _FINALS is None:
+        _FINALS = tmp_path_factory.mktemp("finals")
+    return _FINALS
 
 
 def emit_final(scenario: Path, out: Path) -> Path:
