@@ -1,0 +1,225 @@
+"""Pairing on small hand-made indexes: each kind of evidence on its own, in the order the
+module documents (name, content hash, call graph, order), and what is left over.
+
+The indexes hold a real image (for its header and sections) but functions, globals,
+imports and normalised summaries written here, so every expected pair is known by
+construction."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pehotpatch.codemap import KIND_CODES, FuncCode
+from pehotpatch.correlate import canonical_name, correlate, import_renames
+from pehotpatch.image.pe import Import, PEImage
+from pehotpatch.image.pe_reader import load_pe
+from pehotpatch.image.symbols import Function, Global, SymbolIndex
+from pehotpatch.vocab import RefKind
+
+SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "x64" / "no_change" / "base.dll"
+CALL, DATA = KIND_CODES[RefKind.CALL], KIND_CODES[RefKind.DATA]
+
+
+@pytest.fixture(scope="module")
+def image() -> PEImage:
+    return replace(load_pe(SAMPLE), imports=[])
+
+
+def fn(name: str, rva: int, size: int = 0x40, module: str | None = None) -> Function:
+    return Function(name, rva, size, {"test"}, module=module)
+
+
+def code(f: Function, digest: str, refs: tuple[tuple[int, int, int], ...] = ()) -> FuncCode:
+    return FuncCode(f.rva, digest.encode().ljust(16, b"."), refs, 4, 2, b"", False)
+
+
+def index(img: PEImage, functions: list[Function], globals_: list[Global] | None = None,
+          imports: list[Import] | None = None) -> SymbolIndex:
+    if imports is not None:
+        img = replace(img, imports=imports)
+    return SymbolIndex(img, sorted(functions, key=lambda f: f.rva), globals_ or [], has_pdb=False)
+
+
+def pairs(corr) -> dict[str, tuple[str, str]]:
+    """base name -> (new name, method)."""
+    return {p.base.name: (p.new.name, p.method) for p in corr.functions}
+
+
+def test_canonical_name_drops_compiler_suffixes():
+    assert canonical_name("f.cold") == "f"
+    assert canonical_name("f.llvm.123456") == "f"
+    assert canonical_name("f.part.0.isra.1") == "f"
+    assert canonical_name("f.cold_path") == "f.cold_path"
+    assert canonical_name("cold") == "cold"
+
+
+def test_same_names_pair_whatever_moved(image):
+    b = [fn("alpha", 0x1000), fn("beta", 0x1100), fn("gone", 0x1200)]
+    n = [fn("beta", 0x2000), fn("alpha.cold.1", 0x2100), fn("fresh", 0x2200)]
+    corr = correlate(index(image, b), index(image, n), {}, {})
+    assert pairs(corr) == {"alpha": ("alpha.cold.1", "name"), "beta": ("beta", "name")}
+    assert corr.function_map == {0x1000: 0x2100, 0x1100: 0x2000}
+    assert [f.name for f in corr.removed_functions] == ["gone"]
+    assert [f.name for f in corr.added_functions] == ["fresh"]
+    assert corr.methods() == {"name": 2}
+
+
+def test_static_functions_of_the_same_name_pair_by_module(image):
+    b = [fn("helper", 0x1000, module="a.obj"), fn("helper", 0x1100, module="b.obj")]
+    n = [fn("helper", 0x2000, module="b.obj"), fn("helper", 0x2100, module="a.obj")]
+    corr = correlate(index(image, b), index(image, n), {}, {})
+    assert corr.function_map == {0x1000: 0x2100, 0x1100: 0x2000}
+    assert {p.method for p in corr.functions} == {"name"}
+
+
+def test_unnamed_functions_pair_by_unique_content(image):
+    # Swapped in address order, so pairing by order would get both wrong.
+    b = [fn("sub_1000", 0x1000), fn("sub_1100", 0x1100)]
+    n = [fn("sub_2000", 0x2000), fn("sub_2100", 0x2100)]
+    bc = {0x1000: code(b[0], "parse"), 0x1100: code(b[1], "print")}
+    nc = {0x2000: code(n[0], "print"), 0x2100: code(n[1], "parse")}
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert pairs(corr) == {"sub_1000": ("sub_2100", "content-hash"), "sub_1100": ("sub_2000", "content-hash")}
+
+
+def test_equal_content_twice_on_a_side_is_no_evidence(image):
+    b = [fn("sub_1000", 0x1000), fn("sub_1100", 0x1100, size=0x400)]
+    n = [fn("sub_2000", 0x2000, size=0x400), fn("sub_2100", 0x2100)]
+    same = {0x1000: code(b[0], "twin"), 0x1100: code(b[1], "twin")}
+    nsame = {0x2000: code(n[0], "twin"), 0x2100: code(n[1], "twin")}
+    corr = correlate(index(image, b), index(image, n), same, nsame)
+    assert corr.functions == []  # no anchors, and sizes 16x apart: order does not pair either
+    assert len(corr.removed_functions) == len(corr.added_functions) == 2
+
+
+def test_callees_pair_by_the_call_graph(image):
+    # Two unnamed callees with the same body (no unique content) swap places in the new
+    # build; the named caller calls them at the same positions on both sides.
+    b = [fn("caller", 0x1000), fn("sub_1100", 0x1100), fn("sub_1200", 0x1200)]
+    n = [fn("caller", 0x2000), fn("sub_2100", 0x2100), fn("sub_2200", 0x2200)]
+    bc = {0x1000: code(b[0], "caller", ((4, CALL, 0x1100), (9, CALL, 0x1200))),
+          0x1100: code(b[1], "twin"), 0x1200: code(b[2], "twin")}
+    nc = {0x2000: code(n[0], "caller", ((4, CALL, 0x2200), (9, CALL, 0x2100))),
+          0x2100: code(n[1], "twin"), 0x2200: code(n[2], "twin")}
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert pairs(corr) == {"caller": ("caller", "name"), "sub_1100": ("sub_2200", "call-graph"),
+                           "sub_1200": ("sub_2100", "call-graph")}
+
+
+def test_call_graph_needs_the_same_kind_of_reference(image):
+    b = [fn("caller", 0x1000), fn("sub_1100", 0x1100), fn("sub_1200", 0x1200)]
+    n = [fn("caller", 0x2000), fn("sub_2100", 0x2100), fn("sub_2200", 0x2200)]
+    bc = {0x1000: code(b[0], "caller", ((4, CALL, 0x1100), (9, CALL, 0x1200))),
+          0x1100: code(b[1], "twin"), 0x1200: code(b[2], "twin")}
+    # The new caller takes the first callee's address instead of calling it: no vote.
+    nc = {0x2000: code(n[0], "caller", ((4, DATA, 0x2200), (9, CALL, 0x2100))),
+          0x2100: code(n[1], "twin"), 0x2200: code(n[2], "twin")}
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert pairs(corr)["sub_1200"] == ("sub_2100", "call-graph")
+    # Once that pair is made, the twin left on each side is unique: the next round pairs
+    # it by content.
+    assert pairs(corr)["sub_1100"] == ("sub_2200", "content-hash")
+
+
+def test_leftovers_between_paired_neighbours_pair_in_order(image):
+    b = [fn("first", 0x1000), fn("sub_1100", 0x1100, 0x40), fn("sub_1200", 0x1200, 0x80),
+         fn("last", 0x1300)]
+    n = [fn("first", 0x2000), fn("sub_2100", 0x2100, 0x44), fn("sub_2200", 0x2200, 0x7c),
+         fn("last", 0x2300)]
+    bc = {f.rva: code(f, f"b{f.rva:x}") for f in b}
+    nc = {f.rva: code(f, f"n{f.rva:x}") for f in n}  # every body changed
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert pairs(corr) == {"first": ("first", "name"), "sub_1100": ("sub_2100", "order"),
+                           "sub_1200": ("sub_2200", "order"), "last": ("last", "name")}
+
+
+def test_order_never_pairs_two_different_names(image):
+    b = [fn("first", 0x1000), fn("old_name", 0x1100), fn("last", 0x1200)]
+    n = [fn("first", 0x2000), fn("new_name", 0x2100), fn("last", 0x2200)]
+    corr = correlate(index(image, b), index(image, n), {}, {})
+    assert "old_name" not in pairs(corr)
+    assert [f.name for f in corr.removed_functions] == ["old_name"]
+    assert [f.name for f in corr.added_functions] == ["new_name"]
+
+
+def test_unequal_runs_pair_along_similar_sizes(image):
+    # Three functions became two: the one whose size has no match is left over.
+    b = [fn("first", 0x1000), fn("sub_1100", 0x1100, 0x20), fn("sub_1200", 0x1200, 0x300),
+         fn("sub_1600", 0x1600, 0x60), fn("last", 0x1800)]
+    n = [fn("first", 0x2000), fn("sub_2100", 0x2100, 0x22), fn("sub_2200", 0x2200, 0x5e),
+         fn("last", 0x2400)]
+    corr = correlate(index(image, b), index(image, n), {}, {})
+    assert pairs(corr)["sub_1100"] == ("sub_2100", "order")
+    assert pairs(corr)["sub_1600"] == ("sub_2200", "order")
+    assert [f.name for f in corr.removed_functions] == ["sub_1200"]
+
+
+def test_unnamed_data_maps_by_the_references_of_paired_code(image):
+    b = [fn("reader", 0x1000)]
+    n = [fn("reader", 0x2000)]
+    bc = {0x1000: code(b[0], "reader", ((3, DATA, 0x5000), (8, DATA, 0x5010)))}
+    nc = {0x2000: code(n[0], "reader", ((3, DATA, 0x6020), (8, DATA, 0x6000)))}
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert corr.data_map == {0x5000: 0x6020, 0x5010: 0x6000}
+
+
+def test_globals_pair_by_name_and_module(image):
+    def g(name: str, rva: int, module: str | None = None) -> Global:
+        return Global(name, rva, 4, ".data", True, {"test"}, module=module)
+
+    bg = [g("counter", 0x5000, "a.obj"), g("counter", 0x5004, "b.obj"), g("old", 0x5008),
+          g("table.llvm.7", 0x500c)]
+    ng = [g("counter", 0x6000, "b.obj"), g("counter", 0x6004, "a.obj"), g("table", 0x6008),
+          g("new", 0x600c)]
+    corr = correlate(index(image, [], bg), index(image, [], ng), {}, {})
+    assert corr.global_map == {0x5000: 0x6004, 0x5004: 0x6000, 0x500c: 0x6008}
+    assert [x.name for x in corr.removed_globals] == ["old"]
+    assert [x.name for x in corr.added_globals] == ["new"]
+
+
+def _imports(dll: str, names: list[str], at: int) -> list[Import]:
+    return [Import(dll, nm, None, at + 8 * i) for i, nm in enumerate(names)]
+
+
+def test_a_renamed_dll_maps_its_imports(image):
+    base = index(image, [], imports=[*_imports("libfoo-0a1b.dll", ["a", "b", "c"], 0x3000),
+                                     *_imports("kernel32.dll", ["Sleep"], 0x3100)])
+    new = index(image, [], imports=[*_imports("libfoo-3d4e.dll", ["a", "b", "d"], 0x3000),
+                                    *_imports("kernel32.dll", ["Sleep"], 0x3100)])
+    assert import_renames(base, new) == {"libfoo-0a1b.dll!a": "libfoo-3d4e.dll!a",
+                                         "libfoo-0a1b.dll!b": "libfoo-3d4e.dll!b",
+                                         "libfoo-0a1b.dll!c": "libfoo-3d4e.dll!c"}
+
+
+def test_dlls_sharing_too_little_are_not_renames(image):
+    base = index(image, [], imports=_imports("old.dll", ["a", "b", "c"], 0x3000))
+    new = index(image, [], imports=_imports("other.dll", ["a", "x", "y", "z"], 0x3000))
+    assert import_renames(base, new) == {}
+
+
+def test_content_hash_sees_imports_through_a_renamed_dll(image):
+    # Two unnamed functions, equal bodies, each calling a different import; the DLL was
+    # renamed, so only the import map tells which is which.
+    bimp = _imports("libfoo-0a1b.dll", ["open", "close"], 0x3000)
+    nimp = _imports("libfoo-3d4e.dll", ["open", "close"], 0x3000)
+    b = [fn("sub_1000", 0x1000), fn("sub_1100", 0x1100, 0x400)]
+    n = [fn("sub_2000", 0x2000, 0x400), fn("sub_2100", 0x2100)]
+    bc = {0x1000: code(b[0], "wrap", ((2, CALL, 0x3000),)), 0x1100: code(b[1], "wrap", ((2, CALL, 0x3008),))}
+    nc = {0x2000: code(n[0], "wrap", ((2, CALL, 0x3008),)), 0x2100: code(n[1], "wrap", ((2, CALL, 0x3000),))}
+    corr = correlate(index(image, b, imports=bimp), index(image, n, imports=nimp), bc, nc)
+    assert pairs(corr) == {"sub_1000": ("sub_2100", "content-hash"), "sub_1100": ("sub_2000", "content-hash")}
+    assert corr.import_key("libfoo-0a1b.dll!open") == "libfoo-3d4e.dll!open"
+    assert corr.import_key("kernel32.dll!Sleep") == "kernel32.dll!Sleep"
+
+
+def test_the_indexes_given_are_not_changed(image):
+    b = [fn("caller", 0x1000), fn("sub_1100", 0x1100)]
+    n = [fn("caller", 0x2000), fn("sub_2100", 0x2100)]
+    bix, nix = index(image, b), index(image, n)
+    before = ([replace(f) for f in bix.functions], [replace(f) for f in nix.functions])
+    correlate(bix, nix, {0x1000: code(b[0], "c", ((1, CALL, 0x1100),)), 0x1100: code(b[1], "x")},
+              {0x2000: code(n[0], "c", ((1, CALL, 0x2100),)), 0x2100: code(n[1], "y")})
+    assert (bix.functions, nix.functions) == before
