@@ -79,10 +79,6 @@ class CheckResult:
     def rule_ids(self) -> set[str]:
         return {f.rule for f in self.findings}
 
-    def has(self, rule: str, symbol: str | None = None) -> bool:
-        return any(f.rule == rule and (symbol is None or f.symbol == symbol) for f in self.findings)
-
-
 def run_check(diff: DiffResult, options: CheckOptions | None = None,
               waivers: Iterable[Waiver] | None = None) -> CheckResult:
     """Apply every rule to ``diff``; waive what ``waivers`` accept; decide."""

@@ -129,10 +129,6 @@ class Reach:
     def running_new(self) -> tuple[RunningFunction, ...]:
         return tuple(r for r in self.running if r.target_class == NEW)
 
-    def edges_from(self, source_rva: int) -> list[CodeEdge]:
-        return [e for e in self.edges if e.source_rva == source_rva]
-
-
 def spellings(names: Iterable[str], machine: Machine) -> frozenset[str]:
     """Every name as given and undecorated (x86 ``_f@8`` -> ``f``)."""
     out: set[str] = set()

@@ -13,7 +13,7 @@ from pehotpatch.image.pe import PEImage
 from pehotpatch.plan.model import PatchPlan
 from pehotpatch.table.decode import TableReading, check_records, read_table
 from pehotpatch.table.format import FUNCTION, MACHINE_FLAG, TYPE_NAMES
-from pehotpatch.table.model import HotPatchTable, Record, encode
+from pehotpatch.table.model import HotPatchTable, encode
 
 VERIFY_SCHEMA = "pehp-verify"
 
@@ -159,10 +159,6 @@ def _records(t: HotPatchTable, plan: PatchPlan, diff: DiffResult, out: list[Veri
     for (kind, site), n in sorted(dup.items()):
         if n > 1:
             out.append(VerifyFinding("record-duplicate", f"{kind}: {n} records write the same site {site:#x}"))
-
-
-def records_of(t: HotPatchTable) -> list[tuple[str, Record]]:
-    return [(_key(c.type, c.inverse), r) for c in t.chunks for r in c.records]
 
 
 def same_image_but_table(intermediate: PEImage, final: PEImage) -> str | None:

@@ -127,8 +127,3 @@ def abi_for(machine: Machine) -> Abi:
     return Abi(machine, unicorn.UC_ARCH_ARM64, unicorn.UC_MODE_ARM, a64.UC_ARM64_REG_PC,
                a64.UC_ARM64_REG_SP, a64.UC_ARM64_REG_X0,
                tuple(getattr(a64, f"UC_ARM64_REG_X{i}") for i in range(8)), 8, 0)
-
-
-def is_in_reach(machine: Machine, a: int, b: int, extent: int) -> bool:
-    lim = (1 << 27) if machine is Machine.ARM64 else (1 << 31)
-    return abs(a - b) + extent < lim

@@ -48,10 +48,6 @@ class Names:
     def function(self, rva: int) -> Function | None:
         return self.index.function_at(rva)
 
-    def function_name(self, rva: int) -> str | None:
-        f = self.function(rva)
-        return None if f is None else self.plain(f.name)
-
     def plain(self, name: str) -> str:
         return plain_name(name, self.pe.machine)
 

@@ -71,11 +71,6 @@ class CoffSymbol:
         """The first derived type is "function" (winnt.h ``ISFCN``)."""
         return (self.type & 0x30) == IMAGE_SYM_DTYPE_FUNCTION
 
-    @property
-    def is_defined(self) -> bool:
-        return self.section_number > 0
-
-
 def record_size(big: bool) -> int:
     return SYMBOL_BIG.size if big else SYMBOL.size
 

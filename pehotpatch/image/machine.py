@@ -18,9 +18,4 @@ class Machine(StrEnum):
     def from_coff(cls, value: int) -> Machine | None:
         return _COFF.get(value)
 
-    @property
-    def coff_value(self) -> int:
-        return {Machine.X64: 0x8664, Machine.X86: 0x14C, Machine.ARM64: 0xAA64}[self]
-
-
 _COFF = {0x8664: Machine.X64, 0x14C: Machine.X86, 0xAA64: Machine.ARM64}

@@ -265,9 +265,6 @@ class PEImage:
         except FormatError:
             return None
 
-    def read_u32(self, rva: int) -> int:
-        return struct.unpack("<I", self.read(rva, 4))[0]
-
     def read_ptr(self, rva: int) -> int:
         if self.is_pe32_plus:
             return struct.unpack("<Q", self.read(rva, 8))[0]

@@ -179,17 +179,9 @@ def finding(rule_id: str, message: str, *, symbol: str | None = None, kind: str 
     return Finding(rule_id, Severity(sev), message, symbol, kind, list(explanation), dict(evidence or {}))
 
 
-def load_all() -> None:
-    """Kept for callers of earlier versions: registration happens at import."""
-
-
 def all_rules() -> list[Rule]:
     """Every registered rule, retired ones included, by ID."""
     return [RULES[k] for k in sorted(RULES)]
-
-
-def stable_rules() -> list[Rule]:
-    return [r for r in all_rules() if r.status == STABLE]
 
 
 def get_rule(rule_id: str) -> Rule | None:

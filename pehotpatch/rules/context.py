@@ -22,7 +22,7 @@ from pehotpatch.image.codeview.records import (
     ProcedureRecord,
 )
 from pehotpatch.image.machine import Machine
-from pehotpatch.image.symbols import Function, Global, SymbolIndex, plain_name, ref_target_name
+from pehotpatch.image.symbols import Function, Global, SymbolIndex, plain_name
 from pehotpatch.reach import Reach, gather
 from pehotpatch.rules.options import CheckOptions
 from pehotpatch.vocab import RefKind, Side
@@ -269,7 +269,3 @@ def _abi_key(types: Any, ti: int) -> str:
 
 def _norm_sig(sig: str) -> str:
     return " ".join(sig.replace("*", " * ").replace("&", " & ").replace(",", " , ").split())
-
-
-def is_ref_slot_name(name: str) -> bool:
-    return ref_target_name(name) is not None

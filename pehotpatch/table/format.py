@@ -96,9 +96,3 @@ def write_extent(rtype: int, machine: Machine) -> tuple[int, int]:
     if rtype == REL32:
         return (0, 4)
     return (0, machine.pointer_size)
-
-
-def chunk_header(rtype: int, count: int, *, inverse: bool) -> int:
-    if not 0 < count <= MAX_RECORDS_PER_CHUNK:
-        raise ValueError(f"a chunk holds 1 to {MAX_RECORDS_PER_CHUNK} records, not {count}")
-    return (CHUNK_INVERSE if inverse else 0) | rtype | count

@@ -178,19 +178,6 @@ UDT_KEYWORD = {
 UDT_PREFIXES = ("struct ", "class ", "union ", "enum ", "interface ")
 
 
-def is_simple(ti: int) -> bool:
-    return ti < FIRST_TYPE_INDEX
-
-
-def simple_type_name(ti: int) -> str:
-    kind = ti & 0xFF
-    mode = (ti >> 8) & 0xF
-    base = SIMPLE_KINDS.get(kind, (f"<simple {kind:#x}>", None))[0]
-    if mode == 0:
-        return base
-    return f"{base} *"
-
-
 def simple_type_size(ti: int) -> int | None:
     mode = (ti >> 8) & 0xF
     if mode:

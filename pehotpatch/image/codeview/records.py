@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from .leaves import (
     LF_ENUM,
     MOD_CONST,
-    MOD_VOLATILE,
     PROP_FORWARD_REF,
     PTR_CONST,
     PTR_KIND_MASK,
@@ -20,7 +19,6 @@ from .leaves import (
     PTR_MODE_SHIFT,
     PTR_SIZE_MASK,
     PTR_SIZE_SHIFT,
-    PTR_VOLATILE,
 )
 
 
@@ -32,11 +30,6 @@ class ModifierRecord:
     @property
     def is_const(self) -> bool:
         return bool(self.modifiers & MOD_CONST)
-
-    @property
-    def is_volatile(self) -> bool:
-        return bool(self.modifiers & MOD_VOLATILE)
-
 
 @dataclass(frozen=True, slots=True)
 class PointerRecord:
@@ -60,10 +53,6 @@ class PointerRecord:
     @property
     def is_const(self) -> bool:
         return bool(self.attributes & PTR_CONST)
-
-    @property
-    def is_volatile(self) -> bool:
-        return bool(self.attributes & PTR_VOLATILE)
 
     @property
     def is_reference(self) -> bool:

@@ -206,11 +206,6 @@ class CompileSym:
         """The module was compiled with /hotpatch (clang: -fms-hotpatch)."""
         return bool(self.flags & COMPILE_FLAG_HOTPATCH)
 
-    @property
-    def ltcg(self) -> bool:
-        return bool(self.flags & COMPILE_FLAG_LTCG)
-
-
 @dataclass(slots=True)
 class InlineSiteSym:
     """S_INLINESITE / S_INLINESITE2: ``inlinee`` (an id index) was inlined into ``procedure``.

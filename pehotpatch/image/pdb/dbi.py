@@ -67,15 +67,6 @@ class DbiHeader:
     machine: int
     padding: int
 
-    @property
-    def is_incrementally_linked(self) -> bool:
-        return bool(self.flags & 0x1)
-
-    @property
-    def is_stripped(self) -> bool:
-        return bool(self.flags & 0x2)
-
-
 @dataclass(slots=True)
 class SectionContribution:
     section: int  # 1-based segment number

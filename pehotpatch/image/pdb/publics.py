@@ -23,10 +23,3 @@ def scan_symbol_records(
     header stream) gives every public its RVA.
     """
     return scan_symbols(data, 0, len(data), path, nested=False, section_vas=section_vas)
-
-
-def read_publics(
-    data: bytes, section_vas: list[int] | None = None, path: str | None = None
-) -> list[PublicSymbol]:
-    """All S_PUB32 records of a symbol record stream, with their RVAs."""
-    return scan_symbol_records(data, section_vas, path).publics
