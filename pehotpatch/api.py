@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from pehotpatch.check import CheckResult
-    from pehotpatch.diff import DiffResult
+    from pehotpatch.diff import DiffResult, Progress
     from pehotpatch.emit.final import EmitResult
     from pehotpatch.emulate.results import SimulationResult
     from pehotpatch.load import LoadedImage
@@ -73,7 +73,7 @@ def load_pair(base: PathLike, intermediate: PathLike, *, pdb_base: PathLike | No
 
 
 def diff_loaded(base: LoadedImage, intermediate: LoadedImage, *, jobs: int | None = None,
-                progress: Any = None) -> DiffResult:
+                progress: Progress | None = None) -> DiffResult:
     """Correlate and compare two loaded images (see :func:`diff_pair`); ``progress(stage,
     done, total)`` is told of each stage (normalise, correlate, compare)."""
     from pehotpatch.diff import diff_images
@@ -349,7 +349,7 @@ def report_pair(base: PathLike, intermediate: PathLike, output: PathLike | None,
                 objects: PathLike | None = None, functions_file: PathLike | None = None,
                 ignore_pdb_mismatch: bool = False, waivers: PathLike | None = None,
                 allow_new_imports: bool = False, overwrite: bool = False, jobs: int | None = None,
-                progress: Any = None) -> ReportModel:
+                progress: Progress | None = None) -> ReportModel:
     """Check a pair and write its review report (one self-contained HTML file: verdict and
     findings with the rule pages, side-by-side listings of every changed function, the patch
     plan as a graph, image-level changes, pairing, inputs with hashes) to ``output`` (None:

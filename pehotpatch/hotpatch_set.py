@@ -18,9 +18,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pehotpatch.errors import read_input_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pehotpatch.image.coff import CoffObject
+    from pehotpatch.image.pdb import Pdb
 
 SOURCES = ("pdb", "objects", "functions-file", "code")
 
@@ -68,7 +72,7 @@ def read_functions_file(path: str | os.PathLike[str]) -> list[str]:
     return [ln.strip() for ln in lines if ln.strip()]
 
 
-def build_hotpatch_set(*, pdb: Any = None, objects: Iterable[Any] = (),
+def build_hotpatch_set(*, pdb: Pdb | None = None, objects: Iterable[CoffObject] = (),
                        functions_file: str | os.PathLike[str] | None = None) -> HotpatchSet:
     hs = HotpatchSet()
     if pdb is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pehotpatch.errors import FormatError, InputError
 from pehotpatch.hotpatch_set import HotpatchSet, build_hotpatch_set, canonicalize
@@ -17,6 +17,10 @@ from pehotpatch.image.pe import PEImage
 from pehotpatch.image.pe_reader import load_pe
 from pehotpatch.image.symbols import SymbolIndex, build_index
 from pehotpatch.perf import paused_gc
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pehotpatch.image.coff import CoffObject
+    from pehotpatch.image.pdb import Pdb
 
 PathLike = str | os.PathLike[str]
 
@@ -27,12 +31,12 @@ class LoadedImage:
     pe: PEImage
     index: SymbolIndex
     pdb_path: str | None = None
-    objects: list[Any] = field(default_factory=list)
+    objects: list[CoffObject] = field(default_factory=list)
     hotpatch: HotpatchSet | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
-    def pdb(self) -> Any:
+    def pdb(self) -> Pdb | None:
         return self.index.pdb
 
 
@@ -90,7 +94,7 @@ def _load_image(path: PathLike, pdb: PathLike | None, objects: PathLike | None,
             pdb_obj, pdb_path = None, None
         elif problem:
             notes.append(f"using {pdb_path} although {problem}")
-    objs: list[Any] = []
+    objs: list[CoffObject] = []
     if objects is not None:
         from pehotpatch.image.coff import load_objects
 
@@ -110,7 +114,7 @@ def _load_image(path: PathLike, pdb: PathLike | None, objects: PathLike | None,
     )
 
 
-def pdb_mismatch(pe: PEImage, pdb: Any) -> str | None:
+def pdb_mismatch(pe: PEImage, pdb: Pdb) -> str | None:
     """Why ``pdb`` does not belong to ``pe``, or None when it does."""
     cv = pe.codeview
     if cv is None:

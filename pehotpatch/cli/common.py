@@ -8,10 +8,13 @@ import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pehotpatch.load import LoadedImage
 
 
 def console() -> Console:
@@ -54,7 +57,7 @@ def preflight_output(output: Path | None, overwrite: bool, inputs: list[Path | N
         check_destination(output, overwrite=overwrite, inputs=[p for p in inputs if p is not None])
 
 
-def used_inputs(*loaded: Any, extra: tuple[Path | None, ...] = ()) -> list[Path]:
+def used_inputs(*loaded: LoadedImage, extra: tuple[Path | None, ...] = ()) -> list[Path]:
     """Every file the loaded images were read from (PDBs found next to them included)."""
     out: list[Path] = [p for p in extra if p is not None]
     for li in loaded:

@@ -101,7 +101,7 @@ class SymbolIndex:
     functions: list[Function]
     globals: list[Global]
     has_pdb: bool
-    pdb: Any = None
+    pdb: Pdb | None = None
     notes: list[str] = field(default_factory=list)
 
     @cached_property

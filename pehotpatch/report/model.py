@@ -13,7 +13,7 @@ import difflib
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pehotpatch import __version__
 from pehotpatch.diff import CHANGED, THROUGH_DATA
@@ -23,6 +23,7 @@ from pehotpatch.rules import Finding, get_rule
 if TYPE_CHECKING:  # pragma: no cover
     from pehotpatch.check import CheckResult
     from pehotpatch.diff import DiffResult, FunctionDiff
+    from pehotpatch.image.pe import PEImage
     from pehotpatch.plan.model import PatchPlan
 
 #: Listings longer than this (rows) are cut, and at most this many functions get one:
@@ -171,7 +172,7 @@ def image_changes(diff: DiffResult) -> list[tuple[str, list[str]]]:
 
 
 def load_config_rows(diff: DiffResult) -> list[tuple[str, str, str]]:
-    def facts(pe: Any) -> dict[str, str]:
+    def facts(pe: PEImage) -> dict[str, str]:
         lc = pe.load_config
         if lc is None:
             return {"load configuration": "none"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pehotpatch.codemap import KIND_NAMES, FuncCode
 from pehotpatch.diff import CHANGED, THROUGH_DATA, DiffResult, FunctionDiff, describe_target
@@ -26,6 +26,9 @@ from pehotpatch.image.symbols import Function, Global, SymbolIndex, plain_name
 from pehotpatch.reach import Reach, gather
 from pehotpatch.rules.options import CheckOptions
 from pehotpatch.vocab import RefKind, Side
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pehotpatch.image.codeview.types import TypeTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +206,7 @@ class Context:
         _ = self.signature_changes
         return self._qualifier_only
 
-    def pdb_types(self, side: Side) -> Any:
+    def pdb_types(self, side: Side) -> TypeTable | None:
         pdb = self.index(side).pdb
         return getattr(pdb, "types", None) if pdb is not None else None
 
@@ -229,7 +232,7 @@ class Context:
         return out
 
 
-def abi_equal(bt: Any, bti: int | None, nt: Any, nti: int | None) -> bool:
+def abi_equal(bt: TypeTable | None, bti: int | None, nt: TypeTable | None, nti: int | None) -> bool:
     """Whether two procedure types (each in its own PDB) have the same calling
     convention, return type and parameter types once each parameter's own top-level
     qualifiers are dropped."""
@@ -253,7 +256,7 @@ def abi_equal(bt: Any, bti: int | None, nt: Any, nti: int | None) -> bool:
         return False
 
 
-def _abi_key(types: Any, ti: int) -> str:
+def _abi_key(types: TypeTable, ti: int) -> str:
     """A parameter's type as the caller passes it: top-level const/volatile dropped, and
     a pointer's own const/volatile/restrict; what it points to keeps its qualifiers."""
     for _ in range(8):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pehotpatch.image.codeview.records import (
     ArgListRecord,
@@ -19,6 +19,9 @@ from pehotpatch.rules import ERROR, NOTE, Finding, checker, define, finding, hx
 from pehotpatch.rules.context import Context
 from pehotpatch.rules.locals import local_types
 from pehotpatch.vocab import RefKind, Side
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pehotpatch.image.codeview.types import Field, TypeLayout, TypeTable
 
 define(
     "HP301", "SignatureChanged", "signature of an existing function changed", ERROR,
@@ -133,7 +136,7 @@ def _layouts(ctx: Context) -> Iterator[Finding]:
         )
 
 
-def used_types(ctx: Context, nt: Any, bt: Any = None) -> dict[str, list[str]]:
+def used_types(ctx: Context, nt: TypeTable, bt: TypeTable | None = None) -> dict[str, list[str]]:
     """UDT name -> why it counts as used (first reason first).
 
     Used: the types of changed functions' signatures, of their locals and parameters
@@ -143,7 +146,7 @@ def used_types(ctx: Context, nt: Any, bt: Any = None) -> dict[str, list[str]]:
     each followed through pointers, modifiers, arrays and fields."""
     used: dict[str, list[str]] = {}
 
-    def add(ti: int, why: str, types: Any = nt) -> None:
+    def add(ti: int, why: str, types: TypeTable = nt) -> None:
         _collect(types, ti, why, used, 0, set())
 
     new_names = [fd.new.name for fd in ctx.changed] + [r.name for r in ctx.reach.running_new]
@@ -159,6 +162,7 @@ def used_types(ctx: Context, nt: Any, bt: Any = None) -> dict[str, list[str]]:
         for ti in sorted(new_locals.get(fn.name, ())):
             add(ti, f"{fn.name} (changed) has a local or parameter of type {nt.type_name(ti)}")
         for ti in sorted(base_locals.get(fd.base.name, ())):
+            assert bt is not None  # base_locals is empty without base types
             add(ti, f"the base version of {fd.base.name} (changed) has a local or parameter of type "
                     f"{bt.type_name(ti)}", bt)
     # New functions that patched code can run handle the running program's objects too.
@@ -195,7 +199,7 @@ def used_types(ctx: Context, nt: Any, bt: Any = None) -> dict[str, list[str]]:
     return used
 
 
-def _function_types(types: Any, ti: int) -> list[int]:
+def _function_types(types: TypeTable, ti: int) -> list[int]:
     rec = types.record(ti)
     if not isinstance(rec, (ProcedureRecord, MemberFunctionRecord)):
         return []
@@ -208,7 +212,7 @@ def _function_types(types: Any, ti: int) -> list[int]:
     return out
 
 
-def _collect(types: Any, ti: int, why: str, used: dict[str, list[str]], depth: int, active: set[int]) -> None:
+def _collect(types: TypeTable, ti: int, why: str, used: dict[str, list[str]], depth: int, active: set[int]) -> None:
     if depth > MAX_TYPE_DEPTH or ti in active or ti < 0x1000:
         return
     active.add(ti)
@@ -237,7 +241,7 @@ def _collect(types: Any, ti: int, why: str, used: dict[str, list[str]], depth: i
         active.discard(ti)
 
 
-def layout_changes(lb: Any, ln: Any) -> list[str]:
+def layout_changes(lb: TypeLayout, ln: TypeLayout) -> list[str]:
     """What differs between two layouts of the same type, in declaration order."""
     out: list[str] = []
     if lb.size != ln.size:
@@ -266,12 +270,12 @@ def layout_changes(lb: Any, ln: Any) -> list[str]:
     return out
 
 
-def _pos(f: Any) -> str:
+def _pos(f: Field) -> str:
     s = f"{f.offset:#x}"
     if f.bit_offset is not None:
         s += f".{f.bit_offset}"
     return s
 
 
-def _fields_json(lay: Any) -> list[dict[str, Any]]:
+def _fields_json(lay: TypeLayout) -> list[dict[str, Any]]:
     return [{"name": f.name, "offset": f.offset, "type": f.type_name, "size": f.size} for f in lay.fields]
