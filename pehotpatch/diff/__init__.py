@@ -6,6 +6,10 @@ global, the same import, or the same unnamed data (by the correlation's data map
 Equal code that reads read-only data whose bytes changed is "changed through data";
 code that differs only by the 2-byte hot-patch no-op at the entry is a prologue
 difference, not a behaviour change.
+
+This module compares functions and assembles the result; :mod:`.targets` names what
+references point to, :mod:`.data` compares read-only data and jump tables, :mod:`.image`
+compares globals and the image itself.
 """
 
 from __future__ import annotations
