@@ -11,15 +11,17 @@
  * 2. hptable.c reads the table from the mapped FINAL and checks it against BASE.
  * 3. A thread runs the CALLs through BASE's exports in a loop (common.h syntax); each
  *    iteration's results are one vector, counted per phase: 0 before the patch, 1 patched,
- *    2 after undo (an iteration during which the phase changed counts as a transition).
+ *    the last one after undo (an iteration during which the phase changed counts in none:
+ *    a transition).
  * 4. After N clean iterations: every FUNCTION record's first bytes are checked (a mismatch
  *    refuses the whole table, nothing written); HPAT stub pages are allocated within
  *    +-2 GiB of each image that gets redirected; the INVERSE chunks are applied to the
  *    patch image (ABSOLUTE: slot = base + RVA; INDIRECT: slot = *(base + RVA); FUNCTION:
  *    redirect the patch copy to the base function; CALL_TARGET: nothing to write here);
  *    each --trap RVA of the patch image that was not redirected gets an int3 (a function
- *    that must never run there); then the FUNCTION chunks redirect the base:
- *    E9 rel32 to the stub at F-5, then EB F9 at F as one atomic write.
+ *    that must never run there); then the FUNCTION chunks redirect the base: stubs filled
+ *    and made executable first, then E9 rel32 to the stub at F-5, then EB F9 at F as one
+ *    atomic write.
  * 5. After N patched iterations: the thread is held between iterations and each --global
  *    is read in both images; then, the thread running again, undo restores the saved bytes
  *    (EB F9 first) and the base's code must be byte-identical to before; N more iterations.
@@ -31,21 +33,21 @@
  *    reached a patch image's copy of a global.
  *
  * Output (one fact per line; the test reads it):
- *   IMAGES base=<va> patch=<va>
+ *   IMAGES base=<va> patch=<va> [then=<va>]
  *   TABLE version=.. size=.. seq=.. extra=.. base_seq=.. base_flags=..
  *   RECORD <kind> <site> <value> <extra>          in table order
  *   REFUSED <reason>                              (exit 3)
  *   THEN_TABLE ..., THEN_RECORD ...               the --then image's table
  *   HPAT <image> <va> <records>
  *   TRAP <rva> planted|redirected
- *   RETARGETED <rva>  /  REVERTED <rva>         base functions, when superseding
+ *   RETARGETED <rva>  /  REVERTED <rva>           base functions, when superseding
  *   RETIRED <rva>                                 FINAL's function, int3 after superseding
  *   APPLIED <records>
  *   GLOBAL <name> base=<v> patch=<v>
  *   UNDO base_code_identical=<0|1>
  *   PATCHDATA_CHANGED <rva> <bytes>               (THEN_PATCHDATA_CHANGED: FINAL2's)
  *   PHASE <p> clean=<n> vectors=<n>  /  VECTOR <p> <count> <result>|<result>|...
- *   THREAD iterations=<n> transitions=<n> exit=<code>
+ *   THREAD iterations=<n> transitions=<n> exit=<code> dropped_vectors=<n>
  *   DONE
  */
 #include "apply.h"
