@@ -188,17 +188,28 @@ def _first_existing(root: Path, rel: str, names: list[str], test: Callable[[Path
     return None
 
 
+def check_job(job: TreeJob) -> CheckResult:
+    """Load, diff and check one pair of a tree (what ``pehotpatch.api.check_pair`` does,
+    from the stages below the API, which calls this module)."""
+    from pehotpatch.check import run_check
+    from pehotpatch.diff import diff_images
+    from pehotpatch.load import load_image
+    from pehotpatch.rules.options import CheckOptions
+    from pehotpatch.waivers import load_waivers
+
+    wv = load_waivers(Path(job.waivers)) if job.waivers else None
+    b = load_image(Path(job.base), ignore_pdb_mismatch=job.ignore_pdb_mismatch)
+    n = load_image(Path(job.intermediate), objects=Path(job.objects) if job.objects else None,
+                   functions_file=Path(job.functions_file) if job.functions_file else None,
+                   ignore_pdb_mismatch=job.ignore_pdb_mismatch)
+    return run_check(diff_images(b, n, jobs=1), CheckOptions(allow_new_imports=job.allow_new_imports), wv)
+
+
 def _tree_worker(job: TreeJob) -> TreeEntry:
-    from pehotpatch.api import check_pair
     from pehotpatch.render.check import check_to_json
 
     try:
-        res = check_pair(Path(job.base), Path(job.intermediate),
-                         objects=Path(job.objects) if job.objects else None,
-                         functions_file=Path(job.functions_file) if job.functions_file else None,
-                         ignore_pdb_mismatch=job.ignore_pdb_mismatch,
-                         waivers=Path(job.waivers) if job.waivers else None,
-                         allow_new_imports=job.allow_new_imports, jobs=1)
+        res = check_job(job)
     except PehpError as exc:
         return TreeEntry(job.rel, ERROR, str(exc), base=job.base_rel, pairing=job.pairing)
     except Exception as exc:  # noqa: BLE001 - one bad image must not hide the others

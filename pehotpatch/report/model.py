@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pehotpatch import __version__
 from pehotpatch.diff import CHANGED, THROUGH_DATA
 from pehotpatch.listing import first_difference, listing, mapped_listing
 from pehotpatch.rules import Finding, get_rule
+from pehotpatch.version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from pehotpatch.check import CheckResult
