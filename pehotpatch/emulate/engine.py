@@ -79,7 +79,7 @@ class World:
         rx = unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC
         self.stubs = ImportStubs(self.abi, self.space.alloc_misc(STUB_PAGE, rx), STUB_PAGE)
         self._hook(unicorn.UC_HOOK_BLOCK, self.stubs.hook, begin=self.stubs.base,
-                         end=self.stubs.base + STUB_PAGE - 1)
+                   end=self.stubs.base + STUB_PAGE - 1)
         self.sentinel = self.space.alloc_misc(0x1000, rx)
         self.uc.mem_write(self.sentinel, self.abi.stub_code(0))
         self._hook(unicorn.UC_HOOK_MEM_INVALID, self._on_invalid)
@@ -128,8 +128,7 @@ class World:
         for s in pe.sections:
             if s.writable and not s.executable and s.rva < im.size:
                 end = min(im.va + s.rva + max(s.size, 1), im.va + im.size) - 1
-                self._hook(unicorn.UC_HOOK_MEM_WRITE, self._on_write, im,
-                                 begin=im.va + s.rva, end=end)
+                self._hook(unicorn.UC_HOOK_MEM_WRITE, self._on_write, im, begin=im.va + s.rva, end=end)
         return im
 
     def run_entry(self, im: MappedImage) -> CallResult | None:
@@ -155,7 +154,7 @@ class World:
                 self._hook(unicorn.UC_HOOK_BLOCK, self._on_guard_block, guard, begin=lo, end=hi)
             elif s.writable:
                 self._hook(unicorn.UC_HOOK_MEM_READ | unicorn.UC_HOOK_MEM_WRITE,
-                                 self._on_guard_data, guard, begin=lo, end=hi)
+                           self._on_guard_data, guard, begin=lo, end=hi)
 
     # ---- calls --------------------------------------------------------------------
     def call_va(self, va: int, args: list[int], *, want_value: bool = True,
@@ -176,9 +175,7 @@ class World:
         pc = int(uc.reg_read(self.abi.pc))
         if fault is None:
             if self.stubs.missing is not None:
-                missing = self.stubs.missing
-                why = missing if "IAT slot" in missing else f"{missing}, which simulate has no stub for"
-                fault = Fault(FAULT_IMPORT, self.locate(self._caller()), f"called {why}")
+                fault = Fault(FAULT_IMPORT, self.locate(self._caller()), f"called {self.stubs.missing}")
             elif self.stubs.fault is not None:
                 fault = Fault(FAULT_WRITE, self.locate(self._caller()),
                               "an import stub was given an unwritable output pointer")

@@ -111,7 +111,7 @@ class ImportStubs:
     by_key: dict[str, int] = field(default_factory=dict)  # import key -> stub address
     impls: dict[int, tuple[str, Impl | None]] = field(default_factory=dict)
     next: int = 0
-    missing: str | None = None  # set when a call reached a trap
+    missing: str | None = None  # set when a call reached a trap: what it called, and why it stops
     fault: int | None = None  # set when a stub wrote to unmapped memory
 
     def stub(self, uc: unicorn.Uc, imp: Import) -> int:
@@ -119,7 +119,9 @@ class ImportStubs:
         if key.lower() in self.by_key:
             return self.by_key[key.lower()]
         spec = stub_for(imp)
-        nargs = spec[0] if spec else 0
+        if spec is None:
+            return self.trap(uc, f"{key}, which simulate has no stub for")
+        nargs = spec[0]
         code = self.abi.stub_code(4 * nargs if self.abi.ptr_size == 4 else 0)
         if self.next + 16 > self.size:
             raise OverflowError("import stub page is full")
@@ -127,7 +129,7 @@ class ImportStubs:
         self.next += 16
         uc.mem_write(va, code)
         self.by_key[key.lower()] = va
-        self.impls[va] = (key, spec[1] if spec else None)
+        self.impls[va] = (key, spec[1])
         return va
 
     def trap(self, uc: unicorn.Uc, label: str) -> int:
