@@ -88,8 +88,11 @@ def build_final(intermediate: PEImage, plan: PatchPlan, *, check_verdict: str, f
         notes.append(f"written with --force although the check's verdict is {check_verdict}")
     if not plan.forward:
         notes.append("the plan redirects no function: the table is empty")
-    for r in plan.refusals:
-        notes.append(f"not in the table (refused by the plan): {r.reference} -> {r.target}: {r.reason}")
+    if plan.refusals:
+        first = "; ".join(f"{r.reference} -> {r.target}" for r in plan.refusals[:3])
+        more = f" and {len(plan.refusals) - 3} more" if len(plan.refusals) > 3 else ""
+        notes.append(f"{len(plan.refusals)} reference(s) the plan refused are not in the table "
+                     f"({first}{more}; `pehp plan` lists each with its reason)")
     return EmitResult(None, w.table_rva, len(raw), SECTION_NAME, plan.sequence, record_counts(table),
                       forced, check_verdict, notes, reverts, w.data)
 

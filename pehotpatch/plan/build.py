@@ -87,6 +87,7 @@ class _Planner:
         p.own_imports.sort(key=lambda r: r.patch_slot_rva)
         p.call_targets.sort(key=lambda r: r.patch_rva)
         p.new_globals.sort(key=lambda r: r.patch_rva)
+        p.refusals = list(dict.fromkeys(p.refusals))  # one per (reference, target, reason)
         if not p.forward:
             p.notes.append("no patched function changed: the table redirects nothing")
 
