@@ -67,14 +67,15 @@ demo: setup
 	$(PEHP) info $(DEMO)/intermediate.dll $(call HPARGS,$(DEMO))
 	$(PEHP) diff $(DEMO)/base.dll $(DEMO)/intermediate.dll
 	$(PEHP) check $(DEMO)/base.dll $(DEMO)/intermediate.dll $(call HPARGS,$(DEMO))
+	@echo "--- a change the gate must reject (exit code 1 expected):"
+	$(PEHP) check $(REJECT)/base.dll $(REJECT)/intermediate.dll $(call HPARGS,$(REJECT)); test $$? -eq 1
+	@echo "--- the patch: plan, final image, its table, verification, and the patch applied in an emulator:"
 	$(PEHP) plan $(DEMO)/base.dll $(DEMO)/intermediate.dll $(call HPARGS,$(DEMO))
 	$(PEHP) emit-final $(DEMO)/base.dll $(DEMO)/intermediate.dll -o $(DEMO_OUT)/final.dll --overwrite $(call HPARGS,$(DEMO))
 	$(PEHP) inspect $(DEMO_OUT)/final.dll --pdb $(DEMO)/intermediate.pdb
 	$(PEHP) verify $(DEMO_OUT)/final.dll --base $(DEMO)/base.dll --intermediate $(DEMO)/intermediate.dll $(call HPARGS,$(DEMO))
 	$(PEHP) simulate $(DEMO)/base.dll $(DEMO_OUT)/final.dll --pdb $(DEMO)/intermediate.pdb \
 	    --calls-file $(DEMO)/expect.toml --patch-after 2 --undo
-	@echo "--- a change the gate must reject (exit code 1 expected):"
-	$(PEHP) check $(REJECT)/base.dll $(REJECT)/intermediate.dll $(call HPARGS,$(REJECT)); test $$? -eq 1
 
 samples: toolchain
 	bash samples/build.sh
