@@ -207,3 +207,19 @@ def test_plan_refuses_what_no_record_can_bind(tmp_path, capsys, scenario, refere
     out = tmp_path / "final.dll"
     assert main(["emit-final", str(d / "base.dll"), str(d / "intermediate.dll"), "-o", str(out), *hp_args(d)]) == 1
     assert not out.exists()
+
+
+def test_new_import_is_refused_or_left_to_the_patch_iat(capsys):
+    """An import the base lacks (Sleep): refused by default, an own import of the patch
+    image with --allow-new-imports; an IAT copy from the base is never invented for it."""
+    import json
+
+    d = Path(__file__).resolve().parents[1] / "samples" / "x64" / "new_import"
+    args = ["plan", str(d / "base.dll"), str(d / "intermediate.dll"), *hp_args(d), "--json"]
+    assert main(args) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert [r["target"] for r in doc["refusals"]] == ["kernel32.dll!Sleep"]
+    assert main([*args, "--allow-new-imports"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [o["name"] for o in doc["own_imports"]] == ["kernel32.dll!Sleep"]
+    assert doc["imports"] == [] and doc["refusals"] == []
