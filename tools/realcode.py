@@ -12,20 +12,23 @@ small support unit (DllMain, a load configuration, ``_fltused``) and import libr
 made by llvm-dlltool-22 for the few C runtime functions the code calls (memcpy & co.
 from vcruntime140.dll, malloc & co., log2, exit from the UCRT).
 
-The user's steps, per pair:
+Per pair:
 
 1. build the base from the old release;
-2. build the new release once without hot-patch flags and run ``pehp diff`` to see what
-   changed;
-3. write the functions file: every changed function and every new function (what the
-   diff lists), and rebuild the intermediate with
-   ``-fms-secure-hotpatch-functions-file``;
-4. run ``pehp check`` (objects and functions file given).
+2. build the new release once without hot-patch flags;
+3. the ground truth (tools/realcode_truth.py) compares the two builds' objects function
+   by function (relocations replaced by their targets' names), independently of pehp;
+4. write the functions file: every function the truth calls changed, and every new
+   one (the functions whose object code changed), and rebuild the
+   intermediate with ``-fms-secure-hotpatch-functions-file``;
+5. measure ``pehp diff`` of base and intermediate, with and without the PDBs, against
+   the truth of those two builds (tools/realcode_measure.py): recall and false positives;
+6. run ``pehp check`` (objects and functions file given).
 
-The report (default docs/REALCODE.md) gets a table per pair: sizes, what changed,
-the verdict and the findings per rule; the raw check JSON goes to .cache/realcode/.
-The judgement of the findings (which are right, which are not) is written by hand
-under the generated part of the report and kept when it is rewritten.
+The report (default docs/REALCODE.md) gets a table of the figures per pair, one of the
+verdicts and findings per rule, and the lists behind them; the raw check JSON goes to
+.cache/realcode/.  The judgement of the findings (which are right, which are not) is
+written by hand under the generated part of the report and kept when it is rewritten.
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from realcode_measure import Measure, measure_pair  # noqa: E402
+from realcode_truth import Truth, compare_dirs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "realcode"
@@ -162,10 +170,12 @@ class Result:
     base: str
     new: str
     functions: tuple[int, int] = (0, 0)
-    changed: list[str] = field(default_factory=list)
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    listed: list[str] = field(default_factory=list)
+    truth: Truth | None = None  # old release against the new one compiled plainly
+    truth_inter: Truth | None = None  # old release against the intermediate (what pehp diff compares)
+    listed: list[str] = field(default_factory=list)  # the functions file
+    unlisted_differing: list[str] = field(default_factory=list)  # plain vs intermediate, outside the list
+    with_pdb: Measure | None = None
+    without_pdb: Measure | None = None
     verdict: str = ""
     findings: dict[str, dict[str, int]] = field(default_factory=dict)  # rule -> severity -> count
     seconds: float = 0.0
@@ -265,10 +275,33 @@ def build(lib: Library, src: Path, out: Path, name: str, functions_file: Path | 
     return out / f"{name}.dll"
 
 
+def listed_names(keys: list[str]) -> list[str]:
+    """The functions file's names for ground-truth keys (a static one is named without its object)."""
+    return sorted({k.rsplit(":", 1)[-1] for k in keys})
+
+
+def build_pair(lib: Library, out: Path) -> tuple[Truth, Truth, list[str], Path]:
+    """Build base, plain new release and intermediate under ``out``; the intermediate's
+    functions file is the ground truth's changed and added functions.  Returns the truth
+    (base against plain), the truth of what ``pehp diff`` compares (base against
+    intermediate), the functions whose objects differ between plain and intermediate
+    although they are not listed (expected: none) and the functions file."""
+    old, new = lib.releases
+    build(lib, fetch(old, lib), out, "base", None)
+    build(lib, fetch(new, lib), out, "rebuild", None)
+    truth = compare_dirs(out / "base.objs", out / "rebuild.objs")
+    ff = out / "hotpatch_functions.txt"
+    ff.write_text("".join(f"{n}\n" for n in listed_names([*truth.changed, *truth.added])))
+    build(lib, fetch(new, lib), out, "intermediate", ff)
+    truth_inter = compare_dirs(out / "base.objs", out / "intermediate.objs")
+    listed = set(ff.read_text().split())
+    side = compare_dirs(out / "rebuild.objs", out / "intermediate.objs")
+    unlisted = sorted(k for k in side.changed if k.rsplit(":", 1)[-1] not in listed)
+    return truth, truth_inter, unlisted, ff
+
+
 def run_pair(lib: Library) -> Result:
     from pehotpatch.check import run_check
-    from pehotpatch.diff import diff_images
-    from pehotpatch.load import load_image
 
     old, new = lib.releases
     res = Result(lib.name, old.library_version, new.library_version)
@@ -276,20 +309,10 @@ def run_pair(lib: Library) -> Result:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
-        base = build(lib, fetch(old, lib), out, "base", None)
-        plain = build(lib, fetch(new, lib), out, "rebuild", None)
-        d0 = diff_images(load_image(base), load_image(plain))
-        res.changed = sorted(fd.new.name for fd in d0.changed_functions)
-        res.added = sorted(f.name for f in d0.added_functions)
-        res.removed = sorted(f.name for f in d0.removed_functions)
-        res.listed = sorted(set(res.changed) | set(res.added))
-        ff = out / "hotpatch_functions.txt"
-        ff.write_text("".join(f"{n}\n" for n in res.listed))
-        inter = build(lib, fetch(new, lib), out, "intermediate", ff)
-        bi = load_image(base)
-        ni = load_image(inter, objects=out / "intermediate.objs", functions_file=ff)
-        d = diff_images(bi, ni)
-        res.functions = (len(bi.index.functions), len(ni.index.functions))
+        res.truth, res.truth_inter, res.unlisted_differing, ff = build_pair(lib, out)
+        res.listed = ff.read_text().split()
+        res.with_pdb, res.without_pdb, d, _ = measure_pair(out, res.truth_inter, out / "intermediate.objs", ff)
+        res.functions = (len(d.base.index.functions), len(d.new.index.functions))
         check = run_check(d)
         res.verdict = check.verdict
         counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
@@ -310,35 +333,83 @@ def _names(xs: list[str], limit: int = 8) -> str:
     return head + (f" (+{len(xs) - limit} more)" if len(xs) > limit else "")
 
 
+def _pct(m: Measure) -> str:
+    return f"{100 * m.recall:.1f} %"
+
+
+def _accuracy_row(r: Result) -> str:
+    assert r.truth and r.truth_inter and r.with_pdb and r.without_pdb
+    w, b = r.with_pdb, r.without_pdb
+    return (f"| {r.library} | {r.base} -> {r.new} | {len(r.truth.changed)} | {len(r.truth_inter.changed)} | "
+            f"{w.pehp_changed} | {_pct(w)} | {len(w.false_positives)} | "
+            f"{b.pehp_changed} | {_pct(b)} | {len(b.false_positives)} |")
+
+
+def _details(r: Result) -> list[str]:
+    assert r.truth and r.truth_inter and r.with_pdb and r.without_pdb
+    t, ti = r.truth, r.truth_inter
+    only_listing = sorted(set(ti.changed) - set(t.changed))
+    lines = [
+        f"**{r.library} {r.base} -> {r.new}**: {len(t.changed)} functions changed "
+        f"({len(t.changed_code)} in their code: {_names(t.changed_code)}; "
+        f"{len(t.changed_through_data)} only through read-only data: {_names(t.changed_through_data)}); "
+        f"{len(t.added)} added ({_names(t.added)}), {len(t.removed)} removed ({_names(t.removed)}), "
+        f"{t.unchanged} unchanged. The functions file lists {len(r.listed)} names. "
+        f"In the intermediate {len(ti.changed)} functions differ from the base; "
+        f"{len(only_listing)} of them only because the list names them: {_names(only_listing)}. "
+        f"Functions outside the list whose objects differ between the plain build and the intermediate: "
+        f"{_names(r.unlisted_differing)}.",
+        "",
+        f"Objects: exports added {_names(t.exports_added)}, removed {_names(t.exports_removed)}; "
+        f"imports added {_names(t.imports_added)}, removed {_names(t.imports_removed)}; mutable data "
+        f"changed {_names(t.mutable_changed)}, added {_names(t.mutable_added)}, removed {_names(t.mutable_removed)}.",
+        "",
+    ]
+    for label, m in (("with PDBs", r.with_pdb), ("without PDBs", r.without_pdb)):
+        lines += [f"pehp {label}: missed {_names(m.missed, 12)}; false positives {_names(m.false_positives, 12)}.", ""]
+    return lines
+
+
 def render(results: list[Result], tail: str) -> str:
     lines = [
         "# Real code: upstream C libraries at two releases",
         "",
         "Generated by `make realcode` (`tools/realcode.py`); the sources come from the sdists of",
-        "the Python packages that bundle them. Each pair is built here as a new user would build",
-        "it (see the tool's docstring): base from the old release, the new release once plainly",
-        "to list what `pehp diff` says changed, then the intermediate with that list as the",
-        "functions file; `pehp check` gets the objects and the functions file.",
+        "the Python packages that bundle them. Per pair: the base from the old release; the new",
+        "release compiled plainly; the ground truth from the two builds' objects",
+        "(`tools/realcode_truth.py`: every /Gy function section's bytes with each relocated field",
+        "replaced by its target's name and addend, read-only data it names compared the same way;",
+        "no pehp code involved); the intermediate compiled with the truth's changed and added",
+        "functions as its hot-patch functions file. `pehp diff` of base and intermediate is then",
+        "measured against the truth of those two builds (`tools/realcode_measure.py`): with the",
+        "PDBs, and with the DLLs alone (structural pairing only).",
         "",
-        "| library | releases | functions base/intermediate | changed | added | removed | verdict | findings (rule: errors/warnings/notes) | time |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| library | releases | truth changed | differ in the intermediate | with PDB: pehp changed | recall | false positives | without PDB: pehp changed | recall | false positives |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if r.error:
-            lines.append(f"| {r.library} | {r.base} -> {r.new} | | | | | failed | {r.error} | {r.seconds:.1f} s |")
-            continue
-        cells = []
-        for rule, c in r.findings.items():
-            cells.append(f"{rule}: {c.get('error', 0)}/{c.get('warning', 0)}/{c.get('note', 0)}")
-        lines.append(f"| {r.library} | {r.base} -> {r.new} | {r.functions[0]}/{r.functions[1]} | "
-                     f"{len(r.changed)} | {len(r.added)} | {len(r.removed)} | {r.verdict} | "
-                     f"{', '.join(cells) or 'none'} | {r.seconds:.1f} s |")
-    lines.append("")
+            lines.append(f"| {r.library} | {r.base} -> {r.new} | failed: {r.error} | | | | | | | |")
+        else:
+            lines.append(_accuracy_row(r))
+    lines += [
+        "",
+        "`pehp check` of each pair (with PDBs, objects and functions file):",
+        "",
+        "| library | releases | functions base/intermediate | verdict | findings (rule: errors/warnings/notes) | time |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results:
         if r.error:
             continue
-        lines += [f"**{r.library} {r.base} -> {r.new}**: changed {_names(r.changed)}; added {_names(r.added)}; "
-                  f"removed {_names(r.removed)}.", ""]
+        cells = [f"{rule}: {c.get('error', 0)}/{c.get('warning', 0)}/{c.get('note', 0)}"
+                 for rule, c in r.findings.items()]
+        lines.append(f"| {r.library} | {r.base} -> {r.new} | {r.functions[0]}/{r.functions[1]} | {r.verdict} | "
+                     f"{', '.join(cells) or 'none'} | {r.seconds:.1f} s |")
+    lines.append("")
+    for r in results:
+        if not r.error:
+            lines += _details(r)
     lines += [GENERATED_END, ""]
     return "\n".join(lines) + tail
 
@@ -359,8 +430,11 @@ def main(argv: list[str] | None = None) -> int:
     tail = old.split(GENERATED_END, 1)[1].lstrip("\n") if GENERATED_END in old else ""
     out.write_text(render(results, "\n" + tail if tail else ""), encoding="utf-8")
     for r in results:
+        acc = "" if r.error or not (r.with_pdb and r.without_pdb) else (
+            f"; recall {_pct(r.with_pdb)} / {_pct(r.without_pdb)}, false positives "
+            f"{len(r.with_pdb.false_positives)} / {len(r.without_pdb.false_positives)} (with / without PDBs)")
         print(f"{r.library} {r.base} -> {r.new}: {r.error or r.verdict} "
-              f"({sum(sum(c.values()) for c in r.findings.values())} findings, {r.seconds:.1f} s)")
+              f"({sum(sum(c.values()) for c in r.findings.values())} findings{acc}, {r.seconds:.1f} s)")
     return 1 if any(r.error for r in results) else 0
 
 

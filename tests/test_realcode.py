@@ -1,0 +1,85 @@
+"""The real-code ground truth and pehp diff measured against it.
+
+The ground truth (tools/realcode_truth.py) is checked first on the committed x64
+samples, whose expected changed-function lists were established with
+samples/objdiff.py (llvm-objdump-22 on the objects), then used on the smallest
+real-code pair (xxHash 0.8.1 -> 0.8.2, downloaded and built here): pehp diff with
+PDBs must find every changed function and report nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+import realcode
+from conftest import SAMPLES, have_toolchain, load_expect
+from realcode_measure import measure_pair
+from realcode_truth import compare_dirs, read_build
+
+# prologue_not_patchable compiles its base without /hotpatch: every function of it
+# differs by the 2-byte entry no-op and shifted alignment padding, which the truth counts
+# (it compares bytes; every real-code build uses /hotpatch, so it never meets this).
+X64 = sorted(p.parent for p in (SAMPLES / "x64").glob("*/expect.toml") if p.parent.name != "prologue_not_patchable")
+
+
+@pytest.mark.parametrize("scenario", X64, ids=lambda p: p.name)
+def test_truth_matches_the_samples(scenario):
+    """Changed, added and removed functions from the objects equal each expect.toml's lists."""
+    exp = load_expect(scenario)["diff"]
+    t = compare_dirs(scenario / "base.objs", scenario / "intermediate.objs")
+
+    def names(keys):
+        return sorted({k.rsplit(":", 1)[-1] for k in keys})
+
+    assert names(t.changed) == sorted(exp["changed_functions"])
+    assert names(t.added) == sorted(exp["added_functions"])
+    assert names(t.removed) == sorted(exp["removed_functions"])
+
+
+def _sample_truth(name):
+    return compare_dirs(SAMPLES / "x64" / name / "base.objs", SAMPLES / "x64" / name / "intermediate.objs")
+
+
+def test_truth_reads_exports_imports_and_data():
+    """The object-level facts beside functions, on the samples whose point they are
+    (their descriptions in expect.toml)."""
+    assert _sample_truth("new_export").exports_added == ["telemetry_clear_error"]
+    assert _sample_truth("removed_export").exports_removed == ["telemetry_legacy_count"]
+    t = _sample_truth("new_import")
+    assert t.imports_added == ["Sleep"] and t.imports_removed == []
+    t = _sample_truth("data_init_change")
+    assert t.mutable_changed == ["g_config"] and t.changed == []
+    t = _sample_truth("no_change")
+    assert t.changed == t.added == t.removed == t.mutable_changed == t.exports_added == []
+    assert t.unchanged == len(read_build(SAMPLES / "x64/no_change/base.objs").functions) > 0
+
+
+@pytest.mark.network
+@pytest.mark.toolchain
+def test_xxhash_recall_and_false_positives(tmp_path):
+    """xxHash 0.8.1 -> 0.8.2: the truth's changed functions, the intermediate built with
+    them as its list, and pehp diff (with PDBs) finding all of them and nothing else."""
+    if not have_toolchain() or shutil.which(realcode.DLLTOOL) is None:
+        pytest.skip("needs clang-cl-22, lld-link-22 and llvm-dlltool-22")
+    lib = next(x for x in realcode.LIBRARIES if x.name == "xxhash")
+    try:
+        for rel in lib.releases:
+            realcode.fetch(rel, lib)
+    except (subprocess.CalledProcessError, RuntimeError) as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"cannot download the xxHash sdists: {exc}")
+    truth, truth_inter, unlisted, ff = realcode.build_pair(lib, tmp_path)
+    listed = set(ff.read_text().split())
+    assert truth.changed and set(realcode.listed_names([*truth.changed, *truth.added])) == listed
+    assert unlisted == []  # the list changes the listed functions only
+    assert set(truth.changed) <= set(truth_inter.changed)
+    with_pdb, without_pdb, d, _ = measure_pair(tmp_path, truth_inter, tmp_path / "intermediate.objs", ff)
+    assert with_pdb.truth_changed == len(truth_inter.changed)
+    assert with_pdb.missed == [] and with_pdb.recall == 1.0
+    assert with_pdb.false_positives == []
+    assert without_pdb.false_positives == []
+    assert without_pdb.recall >= 0.99
