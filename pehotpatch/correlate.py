@@ -82,12 +82,18 @@ class _Pairer:
         self.dmap: dict[int, int] = {}
         self._settled: set[int] = set()  # pairs with no unpaired function targets left
 
-    def pair(self, b: Function, n: Function, method: str) -> None:
+    def pair(self, b: Function, n: Function, method: str) -> bool:
+        """Pair ``b`` with ``n`` unless either is paired already or, for any evidence
+        but the name itself, both have names and no name in common (a function renamed
+        between the builds is removed and added, not changed)."""
         if b.rva in self.fmap or n.rva in self.rfmap:
-            return
+            return False
+        if method != "name" and _named_apart(b, n):
+            return False
         self.fmap[b.rva] = n.rva
         self.rfmap[n.rva] = b.rva
         self.method[b.rva] = method
+        return True
 
     # -- 1. names ------------------------------------------------------------------------
     def by_name(self) -> None:
@@ -153,8 +159,7 @@ class _Pairer:
         for key, bl in kb.items():
             nl = kn.get(key)
             if nl and len(bl) == 1 and len(nl) == 1:
-                self.pair(bl[0], nl[0], "content-hash")
-                made += 1
+                made += self.pair(bl[0], nl[0], "content-hash")
         return made
 
     # -- 3. call graph (and data) votes --------------------------------------------------
@@ -193,8 +198,7 @@ class _Pairer:
         made = 0
         for tb, tn in _winners(fvotes):
             if tb not in fmap and tn not in rfmap:
-                self.pair(bstarts[tb], nstarts[tn], "call-graph")
-                made += 1
+                made += self.pair(bstarts[tb], nstarts[tn], "call-graph")
         if data:
             self.dmap = dict(_winners(dvotes))
         return made
@@ -227,15 +231,19 @@ class _Pairer:
             else:
                 continue
             for b, n in pairs:
-                if b.named and n.named and canonical_name(b.name) != canonical_name(n.name):
-                    continue  # two different names are not the same function
-                if b.rva not in self.fmap and n.rva not in self.rfmap:
-                    self.pair(b, n, "order")
-                    made += 1
+                made += self.pair(b, n, "order")
         return made
 
 
 _MAX_ALIGN_CELLS = 250_000
+
+
+def _named_apart(b: Function, n: Function) -> bool:
+    """Both functions have names (PDB, publics, exports) and share none of them."""
+    if not (b.named and n.named):
+        return False
+    names_b = {canonical_name(x) for x in (b.name, *b.aliases)}
+    return not names_b & {canonical_name(x) for x in (n.name, *n.aliases)}
 
 
 def _similar(b: Function, n: Function) -> bool:

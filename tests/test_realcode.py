@@ -19,6 +19,12 @@ from conftest import SAMPLES, have_toolchain, load_expect
 from realcode_measure import measure_pair
 from realcode_truth import compare_dirs, read_build
 
+from pehotpatch.codemap import KIND_CODES, FuncCode
+from pehotpatch.correlate import correlate
+from pehotpatch.image.pe_reader import load_pe
+from pehotpatch.image.symbols import Function, SymbolIndex
+from pehotpatch.vocab import RefKind
+
 # prologue_not_patchable compiles its base without /hotpatch: every function of it
 # differs by the 2-byte entry no-op and shifted alignment padding, which the truth counts
 # (it compares bytes; every real-code build uses /hotpatch, so it never meets this).
@@ -55,6 +61,36 @@ def test_truth_reads_exports_imports_and_data():
     t = _sample_truth("no_change")
     assert t.changed == t.added == t.removed == t.mutable_changed == t.exports_added == []
     assert t.unchanged == len(read_build(SAMPLES / "x64/no_change/base.objs").functions) > 0
+
+
+def test_a_renamed_function_is_removed_and_added_not_paired():
+    """Brotli 1.1.0 renames BrotliInitEncoderDictionary to BrotliInitSharedEncoderDictionary
+    (and changes its parameter type); the one caller calls it at the same position, so the
+    call graph voted them into a pair, which the ground truth (by name) calls a false
+    positive.  Two functions that both have names and share none are not paired by any
+    evidence but the name; an unnamed callee still pairs by the call graph."""
+    img = load_pe(SAMPLES / "x64/no_change/base.dll")
+    call = KIND_CODES[RefKind.CALL]
+
+    def fc(rva, digest, refs=()):
+        return FuncCode(rva, digest.encode().ljust(16, b"."), refs, 4, 2, b"", False)
+
+    def ix(fns):
+        return SymbolIndex(img, fns, [], has_pdb=True)
+
+    b = [Function("caller", 0x1000, 0x40), Function("InitOld", 0x1100, 0x40), Function("sub_1200", 0x1200, 0x40),
+         Function("Twin", 0x1300, 0x40)]
+    n = [Function("caller", 0x2000, 0x40), Function("InitNew", 0x2100, 0x40), Function("sub_2200", 0x2200, 0x40),
+         Function("TwinRenamed", 0x2300, 0x40)]
+    bc = {0x1000: fc(0x1000, "caller", ((4, call, 0x1100), (9, call, 0x1200))), 0x1100: fc(0x1100, "init"),
+          0x1200: fc(0x1200, "helper"), 0x1300: fc(0x1300, "same")}
+    nc = {0x2000: fc(0x2000, "caller", ((4, call, 0x2100), (9, call, 0x2200))), 0x2100: fc(0x2100, "init2"),
+          0x2200: fc(0x2200, "helper2"), 0x2300: fc(0x2300, "same")}
+    corr = correlate(ix(b), ix(n), bc, nc)
+    assert {(p.base.name, p.new.name, p.method) for p in corr.functions} == {
+        ("caller", "caller", "name"), ("sub_1200", "sub_2200", "call-graph")}
+    assert sorted(f.name for f in corr.removed_functions) == ["InitOld", "Twin"]
+    assert sorted(f.name for f in corr.added_functions) == ["InitNew", "TwinRenamed"]
 
 
 @pytest.mark.network
