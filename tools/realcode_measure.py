@@ -56,9 +56,18 @@ def _key(f: Function) -> str:
 
 
 def score(d: DiffResult, truth: Truth, base_named: LoadedImage, new_named: LoadedImage) -> Measure:
-    """Compare ``d``'s changed functions with ``truth``; names come from the two named images."""
+    """Compare ``d``'s changed functions with ``truth``; names come from the two named images.
+
+    Each miss says what pehp made of the function: its status, the function it was
+    paired with instead, or that it found no function starting there; each false
+    positive whose extent differs from the PDB's says so."""
     bnames = {f.rva: _key(f) for f in base_named.index.functions}
     nnames = {f.rva: _key(f) for f in new_named.index.functions}
+    sizes = {_key(f): f.size for f in base_named.index.functions}
+    brva = {k: r for r, k in bnames.items()}
+    nrva = {k: r for r, k in nnames.items()}
+    bstart = {f.rva: f for f in d.base.index.functions}
+    nstart = {f.rva for f in d.new.index.functions}
     reported: set[str] = set()
     status: dict[str, str] = {}
     mispaired: list[str] = []
@@ -66,23 +75,38 @@ def score(d: DiffResult, truth: Truth, base_named: LoadedImage, new_named: Loade
         kb = bnames.get(fd.base.rva, f"?{fd.base.rva:#x}")
         kn = nnames.get(fd.new.rva, f"?{fd.new.rva:#x}")
         if kb != kn:
+            status.setdefault(kb, f"paired with {kn}")
+            status.setdefault(kn, f"paired with {kb}")
             if fd.changed:
                 mispaired.append(f"{kb} -> {kn}")
             continue
         status[kb] = fd.status.value
         if fd.changed:
             reported.add(kb)
+    for p in d.correlation.functions:
+        kb, kn = bnames.get(p.base.rva, "?"), nnames.get(p.new.rva, "?")
+        if kb != kn:
+            status.setdefault(kb, f"paired with {kn}")
+            status.setdefault(kn, f"paired with {kb}")
     for f in d.removed_functions:
-        status[bnames.get(f.rva, "")] = "unpaired (removed)"
+        status.setdefault(bnames.get(f.rva, ""), "unpaired")
     for f in d.added_functions:
-        status.setdefault(nnames.get(f.rva, ""), "unpaired (added)")
+        status.setdefault(nnames.get(f.rva, ""), "unpaired")
+
+    def why(k: str) -> str:
+        if brva.get(k) not in bstart or nrva.get(k) not in nstart:
+            return "no function found starting there"
+        return status.get(k, "unchanged" if k in brva else "not in the image")
+
+    def extent(k: str) -> str:
+        f = bstart.get(brva.get(k, -1))
+        return f" (extent {f.size} bytes, {sizes[k]} in the PDB)" if f and f.size != sizes[k] else ""
+
     want = set(truth.changed)
     found = reported & want
-    present = set(bnames.values())
-    missed = [f"{k} ({status.get(k, 'unchanged' if k in present else 'not in the image')})"
-              for k in sorted(want - reported)]
-    return Measure(len(want), len(reported) + len(mispaired), len(found),
-                   sorted(reported - want) + sorted(mispaired), missed)
+    missed = [f"{k} ({why(k)})" for k in sorted(want - reported)]
+    fps = [k + extent(k) for k in sorted(reported - want)]
+    return Measure(len(want), len(reported) + len(mispaired), len(found), fps + sorted(mispaired), missed)
 
 
 def measure_pair(out: Path, truth: Truth, objects: Path, functions_file: Path
