@@ -119,3 +119,25 @@ def test_xxhash_recall_and_false_positives(tmp_path):
     assert with_pdb.false_positives == []
     assert without_pdb.false_positives == []
     assert without_pdb.recall >= 0.99
+
+
+@pytest.mark.parametrize("scenario", ["x64/fix_globals", "x64/switch_table", "x86/body_fix"])
+def test_padding_gives_the_starts_the_pdb_knows(scenario, tmp_path):
+    """A DLL copied alone (no PDB): the starts found after the int3 padding lld's
+    /functionpadmin leaves are all function starts of the PDB, and add some that no
+    export, .pdata entry or call gave; the loaded index is not changed."""
+    from pehotpatch.diff.starts import split_at_padding
+    from pehotpatch.load import load_image
+
+    dll = SAMPLES / scenario / "base.dll"
+    named = {f.rva for f in load_image(dll).index.functions}
+    shutil.copy2(dll, tmp_path / "base.dll")
+    bare = load_image(tmp_path / "base.dll")
+    assert not bare.index.has_pdb
+    before = [(f.rva, f.size) for f in bare.index.functions]
+    split = split_at_padding(bare.index)
+    found = {f.rva for f in split.functions} - {rva for rva, _ in before}
+    assert found and found <= named
+    assert [(f.rva, f.size) for f in bare.index.functions] == before
+    ends = [(f.rva, f.end) for f in split.functions]
+    assert all(e <= nxt for (_, e), (nxt, _) in zip(ends, ends[1:], strict=False))  # no overlaps

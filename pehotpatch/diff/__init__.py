@@ -31,6 +31,7 @@ from pehotpatch.codemap import (
 from pehotpatch.correlate import Correlation, correlate
 from pehotpatch.diff.data import DataView
 from pehotpatch.diff.image import GlobalDiff, ImageDiff, compare_global, compare_image
+from pehotpatch.diff.starts import split_at_padding
 from pehotpatch.diff.targets import Resolver, describe_target, read_cstring
 from pehotpatch.image.machine import Machine
 from pehotpatch.image.symbols import Function, Global, SymbolIndex
@@ -186,9 +187,11 @@ def diff_images(base: LoadedImage, new: LoadedImage, *, jobs: int | None = None,
 def _diff_images(base: LoadedImage, new: LoadedImage, *, jobs: int | None, progress: Progress) -> DiffResult:
     t0 = time.perf_counter()
     progress("normalise", 0, len(base.index.functions) + len(new.index.functions))
-    bcode, ncode = build_codemaps([base.index, new.index], jobs=jobs)
     # Loading's results are not changed: the diff keeps images whose indexes also hold the
-    # functions found as call targets.
+    # functions found after the padding between functions and as call targets.
+    base = replace(base, index=split_at_padding(base.index))
+    new = replace(new, index=split_at_padding(new.index))
+    bcode, ncode = build_codemaps([base.index, new.index], jobs=jobs)
     bix, extra = discover_call_targets(base.index, bcode)
     bcode.update(extra)
     nix, extra = discover_call_targets(new.index, ncode)
