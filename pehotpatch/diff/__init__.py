@@ -9,7 +9,8 @@ difference, not a behaviour change.
 
 This module compares functions and assembles the result; :mod:`.targets` names what
 references point to, :mod:`.data` compares read-only data and jump tables, :mod:`.image`
-compares globals and the image itself.
+compares globals and the image itself, :mod:`.starts` finds the function starts that the
+padding between functions shows and no symbol source gives.
 """
 
 from __future__ import annotations
