@@ -18,28 +18,25 @@ is searched the same way.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 from pehotpatch.image.machine import Machine
 from pehotpatch.image.symbols import Function, SymbolIndex
 
-_PAD = b"\xcc" * 6
+_RUN = re.compile(rb"\xcc{6,}")
 _ALIGN = 16
 _EXACT = frozenset({"pdb", "pdata"})
 
 
 def _starts(ix: SymbolIndex, lo: int, hi: int) -> list[int]:
-    """Function starts in [lo, hi): 16-byte boundaries after six ``int3`` bytes."""
+    """Function starts in [lo, hi): 16-byte boundaries right after a run of at least six
+    ``int3`` bytes (the runs are found by the regular-expression engine, not byte by byte)."""
     blob = ix.image.try_read(lo, hi - lo) if hi > lo else None
     if not blob:
         return []
-    out = []
-    first = (lo + len(_PAD) + _ALIGN - 1) // _ALIGN * _ALIGN
-    for a in range(first, hi, _ALIGN):
-        o = a - lo
-        if blob[o - len(_PAD):o] == _PAD and blob[o] != 0xCC:
-            out.append(a)
-    return out
+    return [lo + m.end() for m in _RUN.finditer(blob)
+            if m.end() < len(blob) and (lo + m.end()) % _ALIGN == 0]
 
 
 def split_at_padding(ix: SymbolIndex) -> SymbolIndex:
