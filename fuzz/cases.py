@@ -29,15 +29,15 @@ from .mutators import mutate
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
-COMMANDS = ("info", "diff", "check", "check-tree", "simulate", "inspect", "verify", "emit-final")
-COMMAND_WEIGHTS = (30, 20, 30, 20, 10, 10, 10, 10)
+COMMANDS = ("info", "diff", "check", "check-tree", "simulate", "inspect", "verify", "emit-final", "report")
+COMMAND_WEIGHTS = (30, 20, 30, 20, 10, 10, 10, 10, 8)
 #: Commands that read a sample's final image (built once, see final_image).
 FINAL_COMMANDS = ("simulate", "inspect", "verify")
 # Output formats and how often each is drawn (text goes through rich, the slowest part).
 FORMATS = {"info": {"json": 3, "text": 1}, "diff": {"json": 3, "text": 1},
            "check": {"text": 1, "json": 2, "sarif": 2}, "check-tree": {"text": 1, "json": 2, "sarif": 2},
            "simulate": {"text": 1, "json": 2}, "inspect": {"text": 1, "json": 2},
-           "verify": {"text": 1, "json": 2}, "emit-final": {"text": 1, "json": 1}}
+           "verify": {"text": 1, "json": 2}, "emit-final": {"text": 1, "json": 1}, "report": {"html": 1}}
 # simulate: the first calls of a sample's [run] list, and an instruction budget per call
 SIMULATE_CALLS = 12
 SIMULATE_BUDGET = 200_000
@@ -454,6 +454,21 @@ def cli_args(case: Case, inp: Inputs, output: Path) -> list[str]:
         if o["format"] == "json":
             args.append("--json")
         return args + ["-o", str(output)]
+    if case.command == "report":
+        args = ["report", str(inp.base), str(inp.intermediate), "-o", str(output), "-j", "1", "--quiet"]
+        if inp.pdb_base is not None and inp.pdb is not None:
+            args += ["--pdb-base", str(inp.pdb_base), "--pdb", str(inp.pdb)]
+        if inp.waivers is not None:
+            args += ["--waivers", str(inp.waivers)]
+        if o.get("allow_new_imports"):
+            args.append("--allow-new-imports")
+        if inp.objects is not None:
+            args += ["--objects", str(inp.objects)]
+        if inp.functions_file is not None:
+            args += ["--functions-file", str(inp.functions_file)]
+        if o.get("ignore_pdb_mismatch"):
+            args.append("--ignore-pdb-mismatch")
+        return args
     if case.command == "emit-final":
         args = ["emit-final", str(inp.base), str(inp.intermediate), "-o", str(output), "-j", "1",
                 "--sequence", str(o["sequence"])]

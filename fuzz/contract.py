@@ -21,7 +21,8 @@ from .cases import Case, Seeds, cli_args, materialize
 from .targets import is_document, output_suffix
 
 EXIT_CODES = {"info": {0, 2}, "diff": {0, 2}, "check": {0, 1, 2}, "check-tree": {0, 1, 2},
-              "simulate": {0, 1, 2}, "inspect": {0, 1, 2}, "verify": {0, 1, 2}, "emit-final": {0, 1, 2}}
+              "simulate": {0, 1, 2}, "inspect": {0, 1, 2}, "verify": {0, 1, 2}, "emit-final": {0, 1, 2},
+              "report": {0, 2}}
 
 
 def pehp_command() -> list[str]:

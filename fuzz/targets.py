@@ -201,9 +201,28 @@ def run_emit_final(case: Case, inp: Inputs) -> None:
         render_emit(res.emitted, _console())
 
 
+def run_report(case: Case, inp: Inputs) -> None:
+    from pehotpatch.api import check_diff, diff_loaded, load_pair, write_report
+    from pehotpatch.report.build import validate_html
+    from pehotpatch.report.html import render_html
+    from pehotpatch.waivers import load_waivers
+
+    assert inp.base is not None and inp.intermediate is not None
+    o = case.options
+    wv = load_waivers(inp.waivers) if inp.waivers is not None else None
+    b, n = load_pair(inp.base, inp.intermediate, pdb_base=inp.pdb_base, pdb=inp.pdb,
+                     objects=inp.objects, functions_file=inp.functions_file,
+                     ignore_pdb_mismatch=bool(o.get("ignore_pdb_mismatch")))
+    d = diff_loaded(b, n, jobs=1)
+    chk = check_diff(d, waivers=wv, allow_new_imports=bool(o.get("allow_new_imports")))
+    model = write_report(d, chk, None, objects=inp.objects, functions_file=inp.functions_file,
+                         waivers=inp.waivers, allow_new_imports=bool(o.get("allow_new_imports")))
+    validate_html(render_html(model).encode("utf-8"))
+
+
 TARGETS = {"info": run_info, "diff": run_diff, "check": run_check, "check-tree": run_check_tree,
            "simulate": run_simulate, "inspect": run_inspect, "verify": run_verify,
-           "emit-final": run_emit_final}
+           "emit-final": run_emit_final, "report": run_report}
 
 
 def run_case_inprocess(case: Case, inp: Inputs) -> str | None:
@@ -215,6 +234,8 @@ def output_suffix(case: Case) -> str:
     fmt = case.options.get("format", "json")
     if case.command == "emit-final":
         return ".dll"
+    if case.command == "report":
+        return ".html"
     if case.command in ("inspect", "verify"):
         return ".json"
     if case.command in ("info", "diff"):
