@@ -167,8 +167,13 @@ def plan_diff(diff: DiffResult, *, check: CheckResult | None = None, sequence: i
         from pehotpatch.errors import UsageError
 
         raise UsageError(f"--sequence must be at least 1, not {sequence}")
-    chk = check if check is not None else check_diff(diff, allow_new_imports=allow_new_imports)
-    return build_plan(diff, sorted(chk.hotpatch_set), sequence=sequence, allow_new_imports=allow_new_imports)
+    if check is not None:
+        names = sorted(check.hotpatch_set)
+    else:
+        from pehotpatch.reach import hotpatch_with_evidence
+
+        names = hotpatch_with_evidence(diff).sorted()
+    return build_plan(diff, names, sequence=sequence, allow_new_imports=allow_new_imports)
 
 
 def plan_pair(base: PathLike, intermediate: PathLike, *, pdb_base: PathLike | None = None,

@@ -301,3 +301,38 @@ class _Gatherer:
             if e is not None:
                 out.append(e)
         return out
+
+
+def ref_slot_readers(diff: DiffResult) -> dict[str, list[str]]:
+    """Intermediate functions that read ``__ref_`` slots -> the slot names they read (code
+    compiled for hot-patching reads mutable globals through them)."""
+    nix = diff.new.index
+    out: dict[str, list[str]] = {}
+    for fn in nix.functions:
+        fc = diff.codes[1].get(fn.rva)
+        if fc is None:
+            continue
+        slots: list[str] = []
+        for _off, kind, t in fc.refs:
+            if KIND_NAMES.get(kind, RefKind.DATA) != RefKind.DATA:
+                continue
+            g = nix.global_at(t)
+            if g is not None and g.is_ref_slot and g.name not in slots:
+                slots.append(g.name)
+        if slots:
+            out[fn.name] = slots
+    return out
+
+
+def hotpatch_with_evidence(diff: DiffResult, readers: dict[str, list[str]] | None = None) -> HotpatchSet:
+    """The intermediate's hot-patch set (a copy) with the code's own evidence added: every
+    function that reads a ``__ref_`` slot.  The check and the plan both use this set."""
+    from pehotpatch.hotpatch_set import add_code_evidence
+
+    src = diff.new.hotpatch
+    hs = HotpatchSet()
+    if src is not None:
+        hs.names = {k: set(v) for k, v in src.names.items()}
+        hs.available = set(src.available)
+    add_code_evidence(hs, sorted(ref_slot_readers(diff) if readers is None else readers))
+    return hs

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from pehotpatch.codemap import KIND_NAMES, FuncCode
 from pehotpatch.diff import CHANGED, THROUGH_DATA, DiffResult, FunctionDiff, describe_target
-from pehotpatch.hotpatch_set import HotpatchSet, add_code_evidence
+from pehotpatch.hotpatch_set import HotpatchSet
 from pehotpatch.image.codeview.records import (
     ArgListRecord,
     ModifierRecord,
@@ -23,7 +23,7 @@ from pehotpatch.image.codeview.records import (
 )
 from pehotpatch.image.machine import Machine
 from pehotpatch.image.symbols import Function, Global, SymbolIndex, plain_name
-from pehotpatch.reach import Reach, gather
+from pehotpatch.reach import Reach, gather, hotpatch_with_evidence, ref_slot_readers
 from pehotpatch.rules.options import CheckOptions
 from pehotpatch.vocab import RefKind, Side
 
@@ -89,28 +89,11 @@ class Context:
     @cached_property
     def ref_slot_readers(self) -> dict[str, list[str]]:
         """Intermediate functions that read ``__ref_`` slots -> the slot names they read."""
-        out: dict[str, list[str]] = {}
-        for fn in self.nix.functions:
-            slots = []
-            for r in self.refs(Side.NEW, fn):
-                if r.kind != RefKind.DATA:
-                    continue
-                g = self.nix.global_at(r.target)
-                if g is not None and g.is_ref_slot and g.name not in slots:
-                    slots.append(g.name)
-            if slots:
-                out[fn.name] = slots
-        return out
+        return ref_slot_readers(self.diff)
 
     @cached_property
     def hotpatch(self) -> HotpatchSet:
-        src = self.new.hotpatch
-        hs = HotpatchSet()
-        if src is not None:
-            hs.names = {k: set(v) for k, v in src.names.items()}
-            hs.available = set(src.available)
-        add_code_evidence(hs, sorted(self.ref_slot_readers))
-        return hs
+        return hotpatch_with_evidence(self.diff, self.ref_slot_readers)
 
     @cached_property
     def reach(self) -> Reach:
