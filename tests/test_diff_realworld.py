@@ -11,6 +11,8 @@ from pehotpatch.diff import CHANGED, diff_images
 from pehotpatch.listing import listing
 from pehotpatch.load import load_image
 
+pytestmark = pytest.mark.network  # every test here reads images downloaded from the registry
+
 
 def _diff_release_pair(pattern: str):
     """The diff of one image of the two numpy releases (downloaded on first use)."""
