@@ -100,8 +100,8 @@ def test_renamed_import_dll_is_not_a_code_change():
     # Its import thunks (jmp [IAT]) must compare as the same imports.
     res = _diff_release_pair("_umath_linalg*.pyd")
     (renamed,) = res.image.import_dlls_renamed
-    assert renamed[0].startswith("libscipy_openblas64_-ed4f") and renamed[1].startswith("libscipy_openblas64_-4e39")
-    assert res.image.import_dlls_added == [renamed[1]]  # still reported as a new DLL
+    assert renamed.base.startswith("libscipy_openblas64_-ed4f") and renamed.new.startswith("libscipy_openblas64_-4e39")
+    assert res.image.import_dlls_added == [renamed.new]  # still reported as a new DLL
     assert res.changed_functions == []
 
 

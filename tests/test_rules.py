@@ -23,6 +23,7 @@ from test_check_support import (
 
 from pehotpatch.check import PATCHABLE, REJECTED
 from pehotpatch.diff import GlobalDiff
+from pehotpatch.diff.image import Change, ListChange, NamedChange
 from pehotpatch.hotpatch_set import HotpatchSet
 from pehotpatch.image.pe import LoadConfig
 from pehotpatch.image.symbols import Global
@@ -102,11 +103,11 @@ def test_retired_rules_cannot_be_emitted():
 
 # ---- HP1xx image ------------------------------------------------------------------------
 @pytest.mark.parametrize("rule,fields", [
-    ("HP101", {"machine": ("x64", "arm64")}),
-    ("HP102", {"kind": ("dll", "exe")}),
-    ("HP103", {"entry_point": ("DllMain", "DllMain2")}),
-    ("HP104", {"tls_callbacks": ([], ["tls_cb"])}),
-    ("HP106", {"section_perms_changed": [(".rdata", "r--", "rw-")]}),
+    ("HP101", {"machine": Change("x64", "arm64")}),
+    ("HP102", {"kind": Change("dll", "exe")}),
+    ("HP103", {"entry_point": Change("DllMain", "DllMain2")}),
+    ("HP104", {"tls_callbacks": ListChange((), ("tls_cb",))}),
+    ("HP106", {"section_perms_changed": [NamedChange(".rdata", "r--", "rw-")]}),
 ])
 def test_image_errors(rule, fields):
     res = check(image_variant(clean(), **fields))
@@ -162,7 +163,7 @@ def test_hp202_export_removed():
 
 
 def test_hp203_export_repointed():
-    res = check(image_variant(clean(), exports_repointed=[("telemetry_count", "telemetry_count", "telemetry_init")]))
+    res = check(image_variant(clean(), exports_repointed=[NamedChange("telemetry_count", "telemetry_count", "telemetry_init")]))
     f = only(res, "HP203")
     assert f.symbol == "telemetry_count" and f.evidence == {"base": "telemetry_count", "intermediate": "telemetry_init"}
     assert res.verdict == REJECTED

@@ -4,7 +4,6 @@ image itself (machine, sections, exports, imports, entry point, TLS callbacks, r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from pehotpatch.correlate import Correlation
 from pehotpatch.diff.targets import Resolver, describe_target
@@ -20,18 +19,16 @@ class GlobalDiff:
     detail: str = ""
 
 
-# The parts of an image difference are named tuples: typed fields, and they still unpack
-# (``base, new = d.machine``) and are written to JSON as arrays.
-
-
-class Change(NamedTuple):
+@dataclass(frozen=True, order=True)
+class Change:
     """One value on each side: a machine, an image kind, an entry point, a DLL name."""
 
     base: str
     new: str
 
 
-class NamedChange(NamedTuple):
+@dataclass(frozen=True, order=True)
+class NamedChange:
     """A named thing (a section's permissions, an export's target) on each side."""
 
     name: str
@@ -39,11 +36,12 @@ class NamedChange(NamedTuple):
     new: str
 
 
-class ListChange(NamedTuple):
+@dataclass(frozen=True)
+class ListChange:
     """A list on each side (the TLS callbacks)."""
 
-    base: list[str]
-    new: list[str]
+    base: tuple[str, ...]
+    new: tuple[str, ...]
 
 
 @dataclass
@@ -152,7 +150,7 @@ def compare_image(bix: SymbolIndex, nix: SymbolIndex, corr: Correlation) -> Imag
         if rb.key(b.entry_rva) != rn.key(n.entry_rva):
             d.entry_point = Change(describe_target(bix, b.entry_rva), describe_target(nix, n.entry_rva))
     if [rb.key(t) for t in b.tls_callbacks] != [rn.key(t) for t in n.tls_callbacks]:
-        d.tls_callbacks = ListChange([describe_target(bix, t) for t in b.tls_callbacks],
-                           [describe_target(nix, t) for t in n.tls_callbacks])
+        d.tls_callbacks = ListChange(tuple(describe_target(bix, t) for t in b.tls_callbacks),
+                                     tuple(describe_target(nix, t) for t in n.tls_callbacks))
     d.resources_changed = b.resource_digest != n.resource_digest
     return d

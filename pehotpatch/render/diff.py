@@ -101,22 +101,23 @@ def diff_to_json(res: DiffResult, *, verbose: bool = False) -> dict[str, Any]:
             "ref_slots_added": sorted(g.name for g in res.added_globals if _is_plumbing(g.name)),
         },
         "image": {
-            "machine": img.machine,
-            "kind": img.kind,
+            "machine": None if img.machine is None else [img.machine.base, img.machine.new],
+            "kind": None if img.kind is None else [img.kind.base, img.kind.new],
             "sections_added": img.sections_added,
             "sections_removed": img.sections_removed,
             "section_permissions_changed": [
-                {"section": s, "base": a, "new": b} for s, a, b in img.section_perms_changed
+                {"section": c.name, "base": c.base, "new": c.new} for c in img.section_perms_changed
             ],
             "exports_added": img.exports_added,
             "exports_removed": img.exports_removed,
-            "exports_repointed": [{"name": n, "base": a, "new": b} for n, a, b in img.exports_repointed],
+            "exports_repointed": [{"name": c.name, "base": c.base, "new": c.new} for c in img.exports_repointed],
             "imports_added": img.imports_added,
             "imports_removed": img.imports_removed,
             "import_dlls_added": img.import_dlls_added,
-            "import_dlls_renamed": [{"base": a, "new": b} for a, b in img.import_dlls_renamed],
-            "entry_point": None if img.entry_point is None else {"base": img.entry_point[0], "new": img.entry_point[1]},
-            "tls_callbacks": None if img.tls_callbacks is None else {"base": img.tls_callbacks[0], "new": img.tls_callbacks[1]},
+            "import_dlls_renamed": [{"base": c.base, "new": c.new} for c in img.import_dlls_renamed],
+            "entry_point": None if img.entry_point is None else {"base": img.entry_point.base, "new": img.entry_point.new},
+            "tls_callbacks": None if img.tls_callbacks is None else {"base": list(img.tls_callbacks.base),
+                                                                     "new": list(img.tls_callbacks.new)},
             "resources_changed": img.resources_changed,
         },
     }

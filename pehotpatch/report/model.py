@@ -148,24 +148,24 @@ def image_changes(diff: DiffResult) -> list[tuple[str, list[str]]]:
             out.append((what, items))
 
     if img.machine:
-        add("machine", [f"{img.machine[0]} -> {img.machine[1]}"])
+        add("machine", [f"{img.machine.base} -> {img.machine.new}"])
     if img.kind:
-        add("image kind", [f"{img.kind[0]} -> {img.kind[1]}"])
+        add("image kind", [f"{img.kind.base} -> {img.kind.new}"])
     if img.entry_point:
-        add("entry point", [f"{img.entry_point[0]} -> {img.entry_point[1]}"])
+        add("entry point", [f"{img.entry_point.base} -> {img.entry_point.new}"])
     if img.tls_callbacks:
-        add("TLS callbacks", [f"{', '.join(img.tls_callbacks[0]) or 'none'} -> "
-                              f"{', '.join(img.tls_callbacks[1]) or 'none'}"])
+        add("TLS callbacks", [f"{', '.join(img.tls_callbacks.base) or 'none'} -> "
+                              f"{', '.join(img.tls_callbacks.new) or 'none'}"])
     add("exports added", sorted(img.exports_added))
     add("exports removed", sorted(img.exports_removed))
-    add("exports repointed", [f"{n}: {a} -> {b}" for n, a, b in sorted(img.exports_repointed)])
+    add("exports repointed", [f"{c.name}: {c.base} -> {c.new}" for c in sorted(img.exports_repointed)])
     add("import DLLs added", sorted(img.import_dlls_added))
-    add("import DLLs renamed", [f"{a} -> {b}" for a, b in sorted(img.import_dlls_renamed)])
+    add("import DLLs renamed", [f"{c.base} -> {c.new}" for c in sorted(img.import_dlls_renamed)])
     add("imports added", sorted(img.imports_added))
     add("imports removed", sorted(img.imports_removed))
     add("sections added", sorted(img.sections_added))
     add("sections removed", sorted(img.sections_removed))
-    add("section permissions changed", [f"{n}: {a} -> {b}" for n, a, b in sorted(img.section_perms_changed)])
+    add("section permissions changed", [f"{c.name}: {c.base} -> {c.new}" for c in sorted(img.section_perms_changed)])
     if img.resources_changed:
         add("resources", ["changed"])
     return out

@@ -75,24 +75,24 @@ def check_image(ctx: Context) -> Iterator[Finding]:
     d = ctx.diff.image
     if d.machine is not None:
         yield finding(
-            "HP101", f"machine differs: base is {d.machine[0]}, intermediate is {d.machine[1]}",
-            kind="image", evidence={"base": d.machine[0], "intermediate": d.machine[1]},
-            explanation=[f"the base is built for {d.machine[0]} and the intermediate for {d.machine[1]}"],
+            "HP101", f"machine differs: base is {d.machine.base}, intermediate is {d.machine.new}",
+            kind="image", evidence={"base": d.machine.base, "intermediate": d.machine.new},
+            explanation=[f"the base is built for {d.machine.base} and the intermediate for {d.machine.new}"],
         )
     if d.kind is not None:
         yield finding(
-            "HP102", f"image kind differs: base is {d.kind[0].upper()}, intermediate is {d.kind[1].upper()}",
-            kind="image", evidence={"base": d.kind[0], "intermediate": d.kind[1]},
+            "HP102", f"image kind differs: base is {d.kind.base.upper()}, intermediate is {d.kind.new.upper()}",
+            kind="image", evidence={"base": d.kind.base, "intermediate": d.kind.new},
         )
     if d.entry_point is not None:
         yield finding(
-            "HP103", f"entry point changed: {d.entry_point[0]} -> {d.entry_point[1]}",
-            kind="image", evidence={"base": d.entry_point[0], "intermediate": d.entry_point[1]},
-            explanation=[f"the base starts at {d.entry_point[0]}, the intermediate at {d.entry_point[1]}",
+            "HP103", f"entry point changed: {d.entry_point.base} -> {d.entry_point.new}",
+            kind="image", evidence={"base": d.entry_point.base, "intermediate": d.entry_point.new},
+            explanation=[f"the base starts at {d.entry_point.base}, the intermediate at {d.entry_point.new}",
                          "a running image's entry point cannot be moved by a hot-patch"],
         )
     if d.tls_callbacks is not None:
-        b, n = d.tls_callbacks
+        b, n = list(d.tls_callbacks.base), list(d.tls_callbacks.new)
         yield finding(
             "HP104", f"TLS callbacks changed: [{', '.join(b)}] -> [{', '.join(n)}]",
             kind="image", evidence={"base": list(b), "intermediate": list(n)},
@@ -108,7 +108,8 @@ def check_image(ctx: Context) -> Iterator[Finding]:
         yield finding("HP105", f"section {name} removed", symbol=name, kind="section",
                       evidence={"change": "removed"},
                       explanation=[f"the base has a section {name} that the intermediate has not"])
-    for name, pb, pn in d.section_perms_changed:
+    for change in d.section_perms_changed:
+        name, pb, pn = change.name, change.base, change.new
         yield finding("HP106", f"section {name} permissions changed: {pb} -> {pn}", symbol=name,
                       kind="section", evidence={"base": pb, "intermediate": pn})
     yield from _load_config(ctx)

@@ -53,7 +53,8 @@ def check_interface(ctx: Context) -> Iterator[Finding]:
     for name in d.exports_removed:
         yield finding("HP202", f"export {name} removed", symbol=name, kind="export",
                       explanation=[f"the base exports {name}; the intermediate does not"])
-    for name, b, n in d.exports_repointed:
+    for change in d.exports_repointed:
+        name, b, n = change.name, change.base, change.new
         yield finding("HP203", f"export {name} re-pointed: {b} -> {n}", symbol=name, kind="export",
                       evidence={"base": b, "intermediate": n},
                       explanation=[f"in the base {name} names {b}", f"in the intermediate it names {n}"])
