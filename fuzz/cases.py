@@ -29,15 +29,17 @@ from .mutators import mutate
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
-COMMANDS = ("info", "diff", "check", "check-tree", "simulate", "inspect", "verify", "emit-final", "report")
-COMMAND_WEIGHTS = (30, 20, 30, 20, 10, 10, 10, 10, 8)
+COMMANDS = ("info", "diff", "check", "check-tree", "simulate", "inspect", "verify", "emit-final", "report",
+            "plan")
+COMMAND_WEIGHTS = (30, 20, 30, 20, 10, 10, 10, 10, 8, 8)
 #: Commands that read a sample's final image (built once, see final_image).
 FINAL_COMMANDS = ("simulate", "inspect", "verify")
 # Output formats and how often each is drawn (text goes through rich, the slowest part).
 FORMATS = {"info": {"json": 3, "text": 1}, "diff": {"json": 3, "text": 1},
            "check": {"text": 1, "json": 2, "sarif": 2}, "check-tree": {"text": 1, "json": 2, "sarif": 2},
            "simulate": {"text": 1, "json": 2}, "inspect": {"text": 1, "json": 2},
-           "verify": {"text": 1, "json": 2}, "emit-final": {"text": 1, "json": 1}, "report": {"html": 1}}
+           "verify": {"text": 1, "json": 2}, "emit-final": {"text": 1, "json": 1}, "report": {"html": 1},
+           "plan": {"text": 1, "json": 2}}
 # simulate: the first calls of a sample's [run] list, and an instruction budget per call
 SIMULATE_CALLS = 12
 SIMULATE_BUDGET = 200_000
@@ -316,6 +318,8 @@ def generate(rng: random.Random, seeds: Seeds, commands: tuple[str, ...] = COMMA
             o["verbose"] = rng.random() < 0.5
         elif command == "emit-final":
             o.update(force=rng.random() < 0.3, sequence=rng.choice((1, 1, 2, 0)))
+        elif command == "plan":
+            o.update(sequence=rng.choice((1, 1, 2, 0)), allow_new_imports=rng.random() < 0.3)
         else:
             o.update(waivers=coin(0.15), allow_new_imports=rng.random() < 0.2)
         if command == "check-tree":
@@ -451,6 +455,21 @@ def cli_args(case: Case, inp: Inputs, output: Path) -> list[str]:
         args = ["verify", str(inp.final), "--base", str(inp.base), "--pdb", str(inp.pdb), "-j", "1"]
         if inp.functions_file is not None:
             args += ["--functions-file", str(inp.functions_file)]
+        if o["format"] == "json":
+            args.append("--json")
+        return args + ["-o", str(output)]
+    if case.command == "plan":
+        args = ["plan", str(inp.base), str(inp.intermediate), "-j", "1", "--sequence", str(o["sequence"])]
+        if inp.pdb_base is not None and inp.pdb is not None:
+            args += ["--pdb-base", str(inp.pdb_base), "--pdb", str(inp.pdb)]
+        if o.get("allow_new_imports"):
+            args.append("--allow-new-imports")
+        if inp.objects is not None:
+            args += ["--objects", str(inp.objects)]
+        if inp.functions_file is not None:
+            args += ["--functions-file", str(inp.functions_file)]
+        if o.get("ignore_pdb_mismatch"):
+            args.append("--ignore-pdb-mismatch")
         if o["format"] == "json":
             args.append("--json")
         return args + ["-o", str(output)]

@@ -22,7 +22,7 @@ from .targets import is_document, output_suffix
 
 EXIT_CODES = {"info": {0, 2}, "diff": {0, 2}, "check": {0, 1, 2}, "check-tree": {0, 1, 2},
               "simulate": {0, 1, 2}, "inspect": {0, 1, 2}, "verify": {0, 1, 2}, "emit-final": {0, 1, 2},
-              "report": {0, 2}}
+              "report": {0, 2}, "plan": {0, 1, 2}}
 
 
 def pehp_command() -> list[str]:
@@ -103,7 +103,7 @@ def check_cli(case: Case, seeds: Seeds, workdir: Path, timeout: float = 120.0) -
     outdir.mkdir()
     output: Path | None = outdir / f"report{output_suffix(case)}"
     args = cli_args(case, inp, outdir / f"report{output_suffix(case)}")
-    if case.command in ("info", "diff", "inspect", "verify") and case.options.get("format") == "text":
+    if case.command in ("info", "diff", "inspect", "verify", "plan") and case.options.get("format") == "text":
         # -o writes JSON for these; the text report only goes to stdout
         output, args = None, args[:-2]
     before = _digests(inp.root)

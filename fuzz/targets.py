@@ -201,6 +201,25 @@ def run_emit_final(case: Case, inp: Inputs) -> None:
         render_emit(res.emitted, _console())
 
 
+def run_plan(case: Case, inp: Inputs) -> None:
+    from pehotpatch.api import plan_pair
+    from pehotpatch.plan.model import PatchPlan
+    from pehotpatch.render.final import render_plan
+
+    assert inp.base is not None and inp.intermediate is not None
+    o = case.options
+    plan = plan_pair(inp.base, inp.intermediate, pdb_base=inp.pdb_base, pdb=inp.pdb, objects=inp.objects,
+                     functions_file=inp.functions_file, ignore_pdb_mismatch=bool(o.get("ignore_pdb_mismatch")),
+                     sequence=o["sequence"], allow_new_imports=bool(o.get("allow_new_imports")), jobs=1)
+    doc = plan.to_json()
+    if PatchPlan.from_json(json.loads(json.dumps(doc))).to_json() != doc:
+        raise AssertionError("the plan's JSON does not read back as the same plan")
+    if o["format"] == "json":
+        _document(doc)
+    else:
+        render_plan(plan, _console())
+
+
 def run_report(case: Case, inp: Inputs) -> None:
     from pehotpatch.api import check_diff, diff_loaded, load_pair, write_report
     from pehotpatch.report.build import validate_html
@@ -222,7 +241,7 @@ def run_report(case: Case, inp: Inputs) -> None:
 
 TARGETS = {"info": run_info, "diff": run_diff, "check": run_check, "check-tree": run_check_tree,
            "simulate": run_simulate, "inspect": run_inspect, "verify": run_verify,
-           "emit-final": run_emit_final, "report": run_report}
+           "emit-final": run_emit_final, "report": run_report, "plan": run_plan}
 
 
 def run_case_inprocess(case: Case, inp: Inputs) -> str | None:
@@ -236,7 +255,7 @@ def output_suffix(case: Case) -> str:
         return ".dll"
     if case.command == "report":
         return ".html"
-    if case.command in ("inspect", "verify"):
+    if case.command in ("inspect", "verify", "plan"):
         return ".json"
     if case.command in ("info", "diff"):
         return ".json"
