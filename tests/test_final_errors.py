@@ -166,3 +166,14 @@ def test_plan_refusal_is_named(tmp_path, capsys):
                  "--sequence", "0"])
     err = capsys.readouterr().err
     assert code == 2 and not out.exists() and "--sequence" in err
+
+
+def bad_section_alignment(d: bytearray) -> None:
+    oh, _, _ = offsets(d)
+    OPTIONAL_HEADER64.pack_into(d, oh, {"SectionAlignment": 0x6000})
+
+
+def test_emit_refuses_an_alignment_the_loader_would_not_take(tmp_path, capsys):
+    code, _out, err, out = run_emit(capsys, tmp_path, crafted(tmp_path, bad_section_alignment))
+    assert code == 2 and not out.exists() and err.count("\n") == 1
+    assert "SectionAlignment 0x6000" in err

@@ -11,7 +11,7 @@ from typing import Any
 
 from pehotpatch.emit.image import Written, check_writable, write_table
 from pehotpatch.emit.records import table_from_plan
-from pehotpatch.errors import InputError
+from pehotpatch.errors import InputError, PehpError
 from pehotpatch.image.headers import load_config_struct
 from pehotpatch.image.pe import PEImage
 from pehotpatch.plan.model import PatchPlan
@@ -82,7 +82,11 @@ def build_final(intermediate: PEImage, plan: PatchPlan, *, check_verdict: str, f
     table = table_from_plan(plan)
     raw = encode(table)
     w: Written = write_table(intermediate, lambda _rva: raw, name=SECTION_NAME, keep_signature=keep_signature)
-    verify_written(w.data, raw, w.table_rva, intermediate)
+    try:
+        verify_written(w.data, raw, w.table_rva, intermediate)
+    except (ValueError, PehpError) as exc:
+        raise InputError(f"the final image made from it does not read back as written ({exc}); nothing written",
+                         intermediate.path) from None
     notes = list(w.notes)
     if forced:
         notes.append(f"written with --force although the check's verdict is {check_verdict}")

@@ -59,6 +59,10 @@ def check_writable(img: PEImage, *, keep_signature: bool = False) -> None:
         raise InputError("its load config has a CHPEMetadataPointer (a hybrid ARM64EC/CHPE image); the loader refuses such an image as a hot patch", path)
     if lc.hotpatch_table_offset:
         raise InputError(f"it already carries a hot-patch table (HotPatchTableOffset {lc.hotpatch_table_offset:#x}); write the final image from the intermediate", path)
+    sa, fa = img.section_alignment, img.file_alignment
+    if sa & (sa - 1) or fa & (fa - 1) or not 0x200 <= fa <= 0x10000 or sa < fa:
+        raise InputError(f"its SectionAlignment {sa:#x} / FileAlignment {fa:#x} are not what the loader takes (powers "
+                         f"of two, FileAlignment 0x200-0x10000 and not above SectionAlignment); no section can be added", path)
     if img.has_signature and keep_signature:
         raise InputError("it is Authenticode-signed and --keep-signature was given; a new section invalidates the signature (sign the final image afterwards instead)", path)
     _section_table_room(img)
