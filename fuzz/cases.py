@@ -428,6 +428,25 @@ def materialize(case: Case, seeds: Seeds, root: Path) -> Inputs:
     return inp
 
 
+def _pair_inputs(case: Case, inp: Inputs) -> list[str]:
+    """PDB, waivers, import, objects, functions-file and PDB-mismatch options of a pair."""
+    o = case.options
+    args: list[str] = []
+    if inp.pdb_base is not None and inp.pdb is not None:
+        args += ["--pdb-base", str(inp.pdb_base), "--pdb", str(inp.pdb)]
+    if inp.waivers is not None:
+        args += ["--waivers", str(inp.waivers)]
+    if o.get("allow_new_imports"):
+        args.append("--allow-new-imports")
+    if inp.objects is not None:
+        args += ["--objects", str(inp.objects)]
+    if inp.functions_file is not None:
+        args += ["--functions-file", str(inp.functions_file)]
+    if o.get("ignore_pdb_mismatch"):
+        args.append("--ignore-pdb-mismatch")
+    return args
+
+
 def cli_args(case: Case, inp: Inputs, output: Path) -> list[str]:
     """The `pehp` arguments that run ``case`` writing its report to ``output``."""
     o = case.options
@@ -458,55 +477,18 @@ def cli_args(case: Case, inp: Inputs, output: Path) -> list[str]:
         if o["format"] == "json":
             args.append("--json")
         return args + ["-o", str(output)]
-    if case.command == "plan":
-        args = ["plan", str(inp.base), str(inp.intermediate), "-j", "1", "--sequence", str(o["sequence"])]
-        if inp.pdb_base is not None and inp.pdb is not None:
-            args += ["--pdb-base", str(inp.pdb_base), "--pdb", str(inp.pdb)]
-        if o.get("allow_new_imports"):
-            args.append("--allow-new-imports")
-        if inp.objects is not None:
-            args += ["--objects", str(inp.objects)]
-        if inp.functions_file is not None:
-            args += ["--functions-file", str(inp.functions_file)]
-        if o.get("ignore_pdb_mismatch"):
-            args.append("--ignore-pdb-mismatch")
-        if o["format"] == "json":
+    if case.command in ("plan", "report", "emit-final"):
+        # the check's inputs, plus each command's own options
+        args = [case.command, str(inp.base), str(inp.intermediate), "-j", "1", *_pair_inputs(case, inp)]
+        if case.command != "report":
+            args += ["--sequence", str(o["sequence"])]
+        if o.get("force"):
+            args.append("--force")
+        if case.command == "report":
+            args.append("--quiet")
+        elif o["format"] == "json":
             args.append("--json")
         return args + ["-o", str(output)]
-    if case.command == "report":
-        args = ["report", str(inp.base), str(inp.intermediate), "-o", str(output), "-j", "1", "--quiet"]
-        if inp.pdb_base is not None and inp.pdb is not None:
-            args += ["--pdb-base", str(inp.pdb_base), "--pdb", str(inp.pdb)]
-        if inp.waivers is not None:
-            args += ["--waivers", str(inp.waivers)]
-        if o.get("allow_new_imports"):
-            args.append("--allow-new-imports")
-        if inp.objects is not None:
-            args += ["--objects", str(inp.objects)]
-        if inp.functions_file is not None:
-            args += ["--functions-file", str(inp.functions_file)]
-        if o.get("ignore_pdb_mismatch"):
-            args.append("--ignore-pdb-mismatch")
-        return args
-    if case.command == "emit-final":
-        args = ["emit-final", str(inp.base), str(inp.intermediate), "-o", str(output), "-j", "1",
-                "--sequence", str(o["sequence"])]
-        if inp.pdb_base is not None and inp.pdb is not None:
-            args += ["--pdb-base", str(inp.pdb_base), "--pdb", str(inp.pdb)]
-        for flag in ("force", "allow_new_imports"):
-            if o.get(flag):
-                args.append("--" + flag.replace("_", "-"))
-        if inp.waivers is not None:
-            args += ["--waivers", str(inp.waivers)]
-        if o["format"] == "json":
-            args.append("--json")
-        if inp.objects is not None:
-            args += ["--objects", str(inp.objects)]
-        if inp.functions_file is not None:
-            args += ["--functions-file", str(inp.functions_file)]
-        if o.get("ignore_pdb_mismatch"):
-            args.append("--ignore-pdb-mismatch")
-        return args
     if case.command == "info":
         args = ["info", str(inp.image)]
         if o.get("symbols"):
