@@ -220,6 +220,7 @@ def emit_final(base: PathLike, intermediate: PathLike, output: PathLike | None, 
     from pehotpatch.errors import Rejected
     from pehotpatch.image.pe_reader import load_pe
     from pehotpatch.output import check_destination
+    from pehotpatch.plan.build import require_same_machine
     from pehotpatch.waivers import load_waivers
 
     given = [Path(p) for p in (base, intermediate, pdb_base, pdb, objects, functions_file, waivers, previous)
@@ -230,11 +231,7 @@ def emit_final(base: PathLike, intermediate: PathLike, output: PathLike | None, 
     b, n = load_pair(base, intermediate, pdb_base=pdb_base, pdb=pdb, objects=objects,
                      functions_file=functions_file, ignore_pdb_mismatch=ignore_pdb_mismatch)
     check_writable(n.pe, keep_signature=keep_signature)
-    if b.pe.machine != n.pe.machine:
-        from pehotpatch.errors import InputError
-
-        raise InputError(f"the base is {b.pe.machine.value} and the intermediate {n.pe.machine.value}: a hot patch "
-                         f"needs the same machine", base)
+    require_same_machine(b, n)  # before the diff, which is the expensive part
     prev = load_pe(Path(previous)) if previous is not None else None
     d = diff_loaded(b, n, jobs=jobs)
     chk = check_diff(d, waivers=wv, allow_new_imports=allow_new_imports)

@@ -177,3 +177,18 @@ def test_emit_refuses_an_alignment_the_loader_would_not_take(tmp_path, capsys):
     code, _out, err, out = run_emit(capsys, tmp_path, crafted(tmp_path, bad_section_alignment))
     assert code == 2 and not out.exists() and err.count("\n") == 1
     assert "SectionAlignment 0x6000" in err
+
+
+@pytest.mark.parametrize("command", ["plan", "verify"])
+def test_plan_and_verify_refuse_a_base_of_another_machine(tmp_path, capsys, command):
+    x86 = ROOT / "samples" / "x86" / "fix_globals" / "base.dll"
+    if command == "plan":
+        argv = ["plan", str(x86), str(S / "intermediate.dll"), *HP]
+    else:
+        final = tmp_path / "final.dll"
+        assert main(["emit-final", str(S / "base.dll"), str(S / "intermediate.dll"), "-o", str(final), *HP]) == 0
+        capsys.readouterr()
+        argv = ["verify", str(final), "--base", str(x86), "--intermediate", str(S / "intermediate.dll"), *HP]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "needs the same machine" in err

@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from pehotpatch.diff import DiffResult
+from pehotpatch.errors import InputError
 from pehotpatch.image.pe import PEImage
 from pehotpatch.image.symbols import SymbolIndex
 from pehotpatch.load import LoadedImage
@@ -46,10 +47,18 @@ def first_bytes(img: PEImage, rva: int) -> int:
     return int.from_bytes(raw, "little") if raw is not None else 0
 
 
+def require_same_machine(base: LoadedImage, new: LoadedImage) -> None:
+    """Refuse a pair of different machines: no table can patch one with the other."""
+    if base.pe.machine != new.pe.machine:
+        raise InputError(f"the base is {base.pe.machine.value} and the intermediate {new.pe.machine.value}: a hot "
+                         f"patch needs the same machine", base.path)
+
+
 def build_plan(diff: DiffResult, hotpatch: Iterable[str], *, sequence: int = 1,
                allow_new_imports: bool = False) -> PatchPlan:
     """The plan for hot-patching ``diff.base`` with the patched functions of ``diff.new``
     (those of ``hotpatch`` that changed)."""
+    require_same_machine(diff.base, diff.new)
     reach = gather(diff, list(hotpatch))
     plan = PatchPlan(identity(diff.base), identity(diff.new), sequence)
     _Planner(diff, reach, plan, allow_new_imports).run()
