@@ -97,13 +97,21 @@ class Wine:
         env = self.env
         if native:  # these DLL names load from the given files, not Wine's own builtin DLLs
             env["WINEDLLOVERRIDES"] += ";" + ",".join(native) + "=n"
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            p = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                               timeout=timeout)
-            out.seek(0)
-            err.seek(0)
-            return subprocess.CompletedProcess(cmd, p.returncode, out.read().decode(errors="replace"),
-                                               err.read().decode(errors="replace"))
+        for attempt in range(3):
+            with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+                p = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                   timeout=timeout)
+                out.seek(0)
+                err.seek(0)
+                done = subprocess.CompletedProcess(cmd, p.returncode, out.read().decode(errors="replace"),
+                                                   err.read().decode(errors="replace"))
+            # Wine's own client lost its wineserver (seen once in CI: "wine client error:0:
+            # recvmsg: Connection reset by peer", nothing run): start the server again and
+            # rerun; a failure of the program itself is never retried.
+            if "wine client error" not in done.stderr or done.stdout or attempt == 2:
+                return done
+            self.start_server()
+        return done
 
     def start_server(self) -> None:
         """A persistent wineserver for the prefix: the server and the prefix's background
