@@ -8,8 +8,21 @@ Order of evidence, strongest first; every pair records how it was made:
    references (imports, named targets) occur exactly once on each side.
 3. ``call-graph``: paired functions with the same shape reference unpaired
    functions at the same positions; those targets pair up (majority vote).
-4. ``order``: between two paired neighbours, runs of unpaired functions pair in
-   address order (equal runs one to one, others along functions of similar size).
+4. ``call-site``: paired functions whose code changed still call mostly the same
+   functions; their call sequences are aligned on the callees already known, and an
+   unpaired callee that is the only one between the same two known calls on both
+   sides pairs with its counterpart, when every such vote agrees
+   (:mod:`pehotpatch.callsites`).
+5. ``order``: between two paired neighbours, runs of unpaired functions pair in
+   address order (equal runs one to one, others along functions of similar size that
+   have no other candidate of similar size in the run).
+
+Every evidence but the name needs the code to be comparable (``comparable``: sizes,
+and instruction counts when known, within a factor of two, with 16 bytes of slack for
+alignment); order also refuses a pair that the call graph contradicts (the two are
+called by different paired functions, or call disjoint sets of known functions).  A
+function left unpaired is reported removed and added, which the gate treats
+conservatively; a wrong pair would compare a function with another's code.
 
 The same alignment votes induce a map for unnamed data (``data_map``), so data
 referenced without a symbol compares by identity rather than by address.
@@ -22,8 +35,11 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from pehotpatch.codemap import FuncCode
+from pehotpatch import callsites
+from pehotpatch.codemap import KIND_CODES, FuncCode
 from pehotpatch.image.symbols import Function, Global, SymbolIndex
+from pehotpatch.order import align, in_order, sole_match
+from pehotpatch.vocab import RefKind
 
 _SUFFIX = re.compile(r"(\.(cold|part|isra|constprop|llvm|lto_priv|localalias)(\.\d+)*)+$")
 
@@ -81,19 +97,34 @@ class _Pairer:
         self.method: dict[int, str] = {}
         self.dmap: dict[int, int] = {}
         self._settled: set[int] = set()  # pairs with no unpaired function targets left
+        self._sites_done: set[int] = set()  # the same, for call-site votes
+        self._spoken_for: set[int] = set()  # call sites name a counterpart too unlike
+        self._callers: tuple[dict[int, set[int]], dict[int, set[int]]] | None = None
 
     def pair(self, b: Function, n: Function, method: str) -> bool:
         """Pair ``b`` with ``n`` unless either is paired already or, for any evidence
         but the name itself, both have names and no name in common (a function renamed
-        between the builds is removed and added, not changed)."""
+        between the builds is removed and added, not changed); call-graph, call-site and
+        order evidence also need comparable code (:meth:`comparable`)."""
         if b.rva in self.fmap or n.rva in self.rfmap:
             return False
         if method != "name" and _named_apart(b, n):
+            return False
+        if method in _NEEDS_LIKENESS and not self.comparable(b, n):
             return False
         self.fmap[b.rva] = n.rva
         self.rfmap[n.rva] = b.rva
         self.method[b.rva] = method
         return True
+
+    def comparable(self, b: Function, n: Function) -> bool:
+        """Code similar enough to be one function in two builds: sizes, and instruction
+        counts where both are known, within a factor of two (with 16 bytes of slack, as
+        extents guessed without a PDB may hold alignment padding)."""
+        if not _within(b.size, n.size, 2, 16):
+            return False
+        cb, cn = self.bcode.get(b.rva), self.ncode.get(n.rva)
+        return cb is None or cn is None or cb.digest == cn.digest or _within(cb.n_insns, cn.n_insns, 2, 4)
 
     # -- 1. names ------------------------------------------------------------------------
     def by_name(self) -> None:
@@ -203,13 +234,81 @@ class _Pairer:
             self.dmap = dict(_winners(dvotes))
         return made
 
-    # -- 4. order --------------------------------------------------------------------------
+    # -- 4. call sites ----------------------------------------------------------------------
+    def _tokens(self, ix: SymbolIndex, code: FuncCode, mapped: dict[int, int] | None,
+                paired: dict[int, int], starts: dict[int, Function]) -> list[tuple]:
+        slots = ix.imports_by_slot
+        imap = self.import_map if mapped is not None else {}
+        out: list[tuple] = []
+        for _, kind, t in code.refs:
+            if t in slots:
+                out.append(("k", kind, "i", imap.get(slots[t], slots[t])))
+            elif t in paired:
+                out.append(("k", kind, "f", mapped[t] if mapped is not None else t))
+            elif t in starts:
+                out.append(("u", kind, t))
+        return out
+
+    def by_call_sites(self, revise: frozenset[str] = frozenset()) -> int:
+        """Pair unpaired callees by the aligned call sequences of paired callers
+        (:mod:`pehotpatch.callsites`); only unanimous votes between comparable code.
+
+        Pairs made by a method in ``revise`` count as unpaired here, and a vote against
+        one of them undoes it: run after ``order``, the call sites of callers paired by
+        order correct look-alikes that order paired the wrong way round."""
+        bstarts, nstarts = self.base.function_by_rva, self.new.function_by_rva
+        fmap, rfmap = self.fmap, self.rfmap
+        if revise:
+            known = {b: n for b, n in fmap.items() if self.method[b] not in revise}
+            rknown = {n: b for b, n in known.items()}
+        else:
+            known, rknown = fmap, rfmap
+        pooled: list[tuple[int, int]] = []
+        for brva, nrva in list(fmap.items()):
+            cb, cn = self.bcode.get(brva), self.ncode.get(nrva)
+            if cb is None or cn is None or (not revise and brva in self._sites_done):
+                continue
+            if not any(t in bstarts and t not in known for _, _, t in cb.refs):
+                if not revise:
+                    self._sites_done.add(brva)
+                continue
+            bt = self._tokens(self.base, cb, known, known, bstarts)
+            nt = self._tokens(self.new, cn, None, rknown, nstarts)
+            pooled.extend(callsites.votes(bt, nt))
+        made = 0
+        def ok(tb: int, tn: int) -> bool:
+            if tb in known or tn in rknown:
+                return False
+            if fmap.get(tb) == tn or self.comparable(bstarts[tb], nstarts[tn]):
+                return True  # (order and call sites agreeing are two pieces of evidence)
+            # The call sites name a counterpart too unlike to pair: neither is for order
+            # to pair with a third, and an order pair of either is undone.
+            self._spoken_for.update((tb, tn))
+            self._unpair(tb, tn)
+            return False
+
+        for tb, tn in callsites.unanimous(pooled, ok):
+            if fmap.get(tb) == tn:
+                continue
+            self._unpair(tb, tn)
+            made += self.pair(bstarts[tb], nstarts[tn], "call-site")
+        return made
+
+    def _unpair(self, tb: int, tn: int) -> None:
+        """Undo the pairs of base ``tb`` and of new ``tn`` (only ever order pairs: the
+        callers make sure stronger ones are known and never voted on)."""
+        for old in (tb, self.rfmap.get(tn)):
+            if old is not None and old in self.fmap:
+                del self.rfmap[self.fmap.pop(old)]
+                del self.method[old]
+
+    # -- 5. order --------------------------------------------------------------------------
     def by_order(self) -> int:
         """Between two paired neighbours (pairs in the same order on both sides), unpaired
         functions pair in address order: equal runs of up to 64 one to one when their
         sizes are within a factor of 4; other runs by the longest in-order sequence of
         functions of similar size (within 25 %)."""
-        anchors = _in_order(sorted(self.fmap.items()))
+        anchors = in_order(sorted(self.fmap.items()))
         bf = [f for f in self.base.functions if f.rva not in self.fmap]
         nf = [f for f in self.new.functions if f.rva not in self.rfmap]
         if not bf or not nf:
@@ -227,15 +326,57 @@ class _Pairer:
                 pairs = [(b, n) for b, n in zip(bi, ni, strict=True)
                          if max(b.size, n.size) <= 4 * max(1, min(b.size, n.size))]
             elif len(bi) * len(ni) <= _MAX_ALIGN_CELLS:
-                pairs = _align(bi, ni)
+                pairs = [(b, n) for b, n in align(bi, ni) if sole_match(b, n, bi, ni)]
             else:
                 continue
             for b, n in pairs:
-                made += self.pair(b, n, "order")
+                if not self._contradicted(b, n):
+                    made += self.pair(b, n, "order")
         return made
+
+    def _contradicted(self, b: Function, n: Function) -> bool:
+        """The call graph speaks against pairing ``b`` with ``n``: both are referenced by
+        paired functions but by no common pair, or both reference known functions
+        (paired ones, imports) but no common one."""
+        if self._callers is None:
+            bs, ns = self.base.function_by_rva, self.new.function_by_rva
+            self._callers = (callsites.callers(((r, c.refs) for r, c in self.bcode.items()), bs),
+                             callsites.callers(((r, c.refs) for r, c in self.ncode.items()), ns))
+        cb, cn = self._callers
+        by_b = {self.fmap[c] for c in cb.get(b.rva, ()) if c in self.fmap}
+        by_n = {c for c in cn.get(n.rva, ()) if c in self.rfmap}
+        if by_b and by_n and not by_b & by_n:
+            return True
+        if b.rva in self._spoken_for or n.rva in self._spoken_for:
+            return True
+        bs, ns = self.base.function_by_rva, self.new.function_by_rva
+        apart = []
+        for c in sorted(by_b & by_n):
+            bt = self._tokens(self.base, self.bcode[self.rfmap[c]], self.fmap, self.fmap, bs)
+            nt = self._tokens(self.new, self.ncode[c], None, self.rfmap, ns)
+            apart.append(callsites.placed_apart(bt, nt, b.rva, n.rva, _CALL))
+        if apart and all(apart):
+            return True
+        kb, kn = self._known_callees(b.rva, True), self._known_callees(n.rva, False)
+        return bool(kb and kn and not kb & kn)
+
+    def _known_callees(self, rva: int, base: bool) -> set:
+        code = (self.bcode if base else self.ncode).get(rva)
+        if code is None:
+            return set()
+        toks = self._tokens(self.base if base else self.new, code, self.fmap if base else None,
+                            self.fmap if base else self.rfmap,
+                            (self.base if base else self.new).function_by_rva)
+        return {t for t in toks if t[0] == "k"}
 
 
 _MAX_ALIGN_CELLS = 250_000
+_CALL = KIND_CODES[RefKind.CALL]
+_NEEDS_LIKENESS = frozenset({"call-graph", "call-site"})
+
+
+def _within(a: int, b: int, factor: int, slack: int) -> bool:
+    return max(a, b) <= factor * min(a, b) + slack
 
 
 def _named_apart(b: Function, n: Function) -> bool:
@@ -244,59 +385,6 @@ def _named_apart(b: Function, n: Function) -> bool:
         return False
     names_b = {canonical_name(x) for x in (b.name, *b.aliases)}
     return not names_b & {canonical_name(x) for x in (n.name, *n.aliases)}
-
-
-def _similar(b: Function, n: Function) -> bool:
-    return 4 * abs(b.size - n.size) <= max(b.size, n.size)
-
-
-def _align(bi: list[Function], ni: list[Function]) -> list[tuple[Function, Function]]:
-    """The longest sequence of in-order pairs of similar size (an LCS)."""
-    m, n = len(bi), len(ni)
-    dp = [[0] * (n + 1) for _ in range(m + 1)]
-    for i in range(m - 1, -1, -1):
-        row, below = dp[i], dp[i + 1]
-        b = bi[i]
-        for j in range(n - 1, -1, -1):
-            if _similar(b, ni[j]):
-                row[j] = below[j + 1] + 1
-            else:
-                row[j] = max(below[j], row[j + 1])
-    out = []
-    i = j = 0
-    while i < m and j < n:
-        if _similar(bi[i], ni[j]) and dp[i][j] == dp[i + 1][j + 1] + 1:
-            out.append((bi[i], ni[j]))
-            i += 1
-            j += 1
-        elif dp[i + 1][j] >= dp[i][j + 1]:
-            i += 1
-        else:
-            j += 1
-    return out
-
-
-def _in_order(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The longest subsequence of ``pairs`` (sorted by base address) whose new addresses
-    increase too: pairs that cross it would make the gaps between anchors meaningless."""
-    tails: list[int] = []  # tails[k]: new address ending the best chain of length k+1
-    tail_idx: list[int] = []
-    prev = [-1] * len(pairs)
-    for i, (_b, n) in enumerate(pairs):
-        k = bisect.bisect_left(tails, n)
-        if k == len(tails):
-            tails.append(n)
-            tail_idx.append(i)
-        else:
-            tails[k] = n
-            tail_idx[k] = i
-        prev[i] = tail_idx[k - 1] if k else -1
-    out = []
-    i = tail_idx[-1] if tail_idx else -1
-    while i >= 0:
-        out.append(pairs[i])
-        i = prev[i]
-    return out[::-1]
 
 
 def _winners(votes: dict[tuple[int, int], int]) -> list[tuple[int, int]]:
@@ -346,9 +434,16 @@ def correlate(base: SymbolIndex, new: SymbolIndex,
     p.by_name()
     for _ in range(4):
         made = p.by_content() + p.by_votes()
+        made = made or p.by_call_sites()
         if not made:
             break
-    p.by_order()
+    if p.by_order():
+        # Call sites again: first those of callers paired by order, which may undo order
+        # pairs of look-alikes; then with the order pairs as known callees.
+        p.by_call_sites(revise=frozenset({"order"}))
+        for _ in range(4):
+            if not (p.by_content() + p.by_votes() or p.by_call_sites()):
+                break
     p.by_votes(data=True)  # the data map, from the final pairs
 
     corr = Correlation(function_map=dict(p.fmap), data_map=p.dmap, import_map=imap)

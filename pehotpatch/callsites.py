@@ -1,0 +1,125 @@
+"""Call-site evidence for pairing functions: the callees of a paired function whose code
+changed, and what the call graph says against a pair.
+
+A function that changed between two builds usually still calls mostly the same
+functions in the same order.  Its references are read as a sequence of tokens: a callee
+already paired (in the new build's terms), an import, or an unpaired function (a
+wildcard).  The known tokens of the two sequences are aligned by a longest common
+subsequence; between two consecutive aligned tokens (or the ends), when each side
+references exactly one unpaired function, of the same kind of reference, the two are a
+vote for a pair.  Votes from all callers are pooled: a pair is made only when its two
+functions voted for nothing else (:func:`unanimous`).  Two unpaired callees between the
+same two known calls, or a caller that now calls another function in between, give no
+vote: ambiguity leaves functions unpaired rather than guessing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+
+#: Larger alignments (cells of the LCS table) are skipped; such callers are rare and
+#: their callees usually have other evidence.
+MAX_CELLS = 40_000
+
+Token = tuple  # ("k", kind, known id) or ("u", kind, target RVA)
+
+
+def _collapse(tokens: list[Token]) -> list[Token]:
+    """Repeated consecutive references to one function count once (a callee called in
+    a loop, or on two paths that the compiler laid out one after the other)."""
+    out: list[Token] = []
+    for t in tokens:
+        if not out or out[-1] != t:
+            out.append(t)
+    return out
+
+
+def _lcs(a: list[Token], b: list[Token]) -> list[tuple[int, int]]:
+    """Index pairs of a longest common subsequence of ``a`` and ``b``."""
+    m, n = len(a), len(b)
+    dp = [[0] * (n + 1) for _ in range(m + 1)]
+    for i in range(m - 1, -1, -1):
+        row, below, x = dp[i], dp[i + 1], a[i]
+        for j in range(n - 1, -1, -1):
+            row[j] = below[j + 1] + 1 if x == b[j] else max(below[j], row[j + 1])
+    out = []
+    i = j = 0
+    while i < m and j < n:
+        if a[i] == b[j] and dp[i][j] == dp[i + 1][j + 1] + 1:
+            out.append((i, j))
+            i += 1
+            j += 1
+        elif dp[i + 1][j] >= dp[i][j + 1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def _gaps(btokens: list[Token], ntokens: list[Token]) -> list[tuple[list[Token], list[Token]]]:
+    """The unpaired functions between consecutive aligned known tokens, per gap: each
+    side's distinct wildcards in order of first reference."""
+    bt, nt = _collapse(btokens), _collapse(ntokens)
+    bk = [i for i, t in enumerate(bt) if t[0] == "k"]
+    nk = [j for j, t in enumerate(nt) if t[0] == "k"]
+    if len(bk) * len(nk) > MAX_CELLS:
+        return []
+    matched = _lcs([bt[i] for i in bk], [nt[j] for j in nk])
+    bounds = [(-1, -1), *((bk[i], nk[j]) for i, j in matched), (len(bt), len(nt))]
+    return [(list(dict.fromkeys(t for t in bt[i0 + 1 : i1] if t[0] == "u")),
+             list(dict.fromkeys(t for t in nt[j0 + 1 : j1] if t[0] == "u")))
+            for (i0, j0), (i1, j1) in zip(bounds, bounds[1:], strict=False)]
+
+
+def votes(btokens: list[Token], ntokens: list[Token]) -> list[tuple[int, int]]:
+    """``(base target, new target)`` votes from one paired caller's two token sequences:
+    in each gap with as many unpaired functions on both sides, referenced by the same
+    kinds of reference in the same order, the k-th on one side with the k-th on the other."""
+    out: list[tuple[int, int]] = []
+    for ub, un in _gaps(btokens, ntokens):
+        if ub and len(ub) == len(un) and [t[1] for t in ub] == [t[1] for t in un]:
+            out.extend((tb[2], tn[2]) for tb, tn in zip(ub, un, strict=True))
+    return out
+
+
+def placed_apart(btokens: list[Token], ntokens: list[Token], tb: int, tn: int, call_kind: int) -> bool:
+    """The caller references ``tb`` (base) only in gaps of its aligned call sequences
+    where the new side references no unpaired function, and ``tn`` (new) only in gaps
+    where the base side references none: the caller calls them at different places, and
+    each place lost or gained a call, so they are not one function.  (Gaps with unpaired
+    functions on both sides say nothing: the callees may just have been reordered.)"""
+    # Anchored on calls only: a tail jump moves with the layout of the blocks.
+    gaps = _gaps(*([t for t in ts if t[0] == "u" or t[1] == call_kind] for ts in (btokens, ntokens)))
+    gb = [k for k, (ub, _) in enumerate(gaps) if any(t[2] == tb for t in ub)]
+    gn = [k for k, (_, un) in enumerate(gaps) if any(t[2] == tn for t in un)]
+    return bool(gb and gn and all(not gaps[k][1] for k in gb) and all(not gaps[k][0] for k in gn))
+
+
+def unanimous(pooled: Iterable[tuple[int, int]], ok: Callable[[int, int], bool]) -> list[tuple[int, int]]:
+    """The pairs whose base target voted for no other new target and whose new target
+    got no vote from another base target, and that ``ok`` accepts."""
+    fwd: dict[int, set[int]] = defaultdict(set)
+    back: dict[int, set[int]] = defaultdict(set)
+    for tb, tn in pooled:
+        fwd[tb].add(tn)
+        back[tn].add(tb)
+    out = []
+    for tb, tns in sorted(fwd.items()):
+        if len(tns) == 1:
+            (tn,) = tns
+            if len(back[tn]) == 1 and ok(tb, tn):
+                out.append((tb, tn))
+    return out
+
+
+def callers(code_refs: Iterable[tuple[int, Iterable[tuple[int, int, int]]]], starts: Iterable[int]
+            ) -> dict[int, set[int]]:
+    """For every function start, the functions that reference it."""
+    known = set(starts)
+    out: dict[int, set[int]] = defaultdict(set)
+    for rva, refs in code_refs:
+        for _, _, t in refs:
+            if t in known and t != rva:
+                out[t].add(rva)
+    return out
