@@ -98,7 +98,9 @@ class _Pairer:
         self.dmap: dict[int, int] = {}
         self._settled: set[int] = set()  # pairs with no unpaired function targets left
         self._sites_done: set[int] = set()  # the same, for call-site votes
-        self._spoken_for: set[int] = set()  # call sites name a counterpart too unlike
+        # functions whose call graph names a counterpart too unlike to pair (base, new)
+        self._spoken_b: set[int] = set()
+        self._spoken_n: set[int] = set()
         self._callers: tuple[dict[int, set[int]], dict[int, set[int]]] | None = None
 
     def pair(self, b: Function, n: Function, method: str) -> bool:
@@ -111,6 +113,10 @@ class _Pairer:
         if method != "name" and _named_apart(b, n):
             return False
         if method in _NEEDS_LIKENESS and not self.comparable(b, n):
+            # The call graph names a counterpart too unlike to be the same function (a
+            # rename that kept its callers): neither is for order to pair with a third.
+            self._spoken_b.add(b.rva)
+            self._spoken_n.add(n.rva)
             return False
         self.fmap[b.rva] = n.rva
         self.rfmap[n.rva] = b.rva
@@ -283,7 +289,8 @@ class _Pairer:
                 return True  # (order and call sites agreeing are two pieces of evidence)
             # The call sites name a counterpart too unlike to pair: neither is for order
             # to pair with a third, and an order pair of either is undone.
-            self._spoken_for.update((tb, tn))
+            self._spoken_b.add(tb)
+            self._spoken_n.add(tn)
             self._unpair(tb, tn)
             return False
 
@@ -326,13 +333,25 @@ class _Pairer:
                 pairs = [(b, n) for b, n in zip(bi, ni, strict=True)
                          if max(b.size, n.size) <= 4 * max(1, min(b.size, n.size))]
             elif len(bi) * len(ni) <= _MAX_ALIGN_CELLS:
-                pairs = [(b, n) for b, n in align(bi, ni) if sole_match(b, n, bi, ni)]
+                pairs = [(b, n) for b, n in align(bi, ni)
+                         if sole_match(b, n, bi, ni) or self._near_twins(b, n)]
             else:
                 continue
             for b, n in pairs:
                 if not self._contradicted(b, n):
                     made += self.pair(b, n, "order")
         return made
+
+    def _near_twins(self, b: Function, n: Function) -> bool:
+        """Instruction counts within 4 % (at least 2): among look-alikes of similar size,
+        what an unchanged or barely changed function shifted by its neighbours looks
+        like.  (In Brotli 1.1.0 the instantiations of one template that order would
+        confuse differ by 5 % and more; a run of BLAS kernels moved by an inserted
+        function differs by up to 4 %.)"""
+        cb, cn = self.bcode.get(b.rva), self.ncode.get(n.rva)
+        if cb is None or cn is None:
+            return False
+        return abs(cb.n_insns - cn.n_insns) <= max(2, 0.04 * max(cb.n_insns, cn.n_insns))
 
     def _contradicted(self, b: Function, n: Function) -> bool:
         """The call graph speaks against pairing ``b`` with ``n``: both are referenced by
@@ -347,7 +366,7 @@ class _Pairer:
         by_n = {c for c in cn.get(n.rva, ()) if c in self.rfmap}
         if by_b and by_n and not by_b & by_n:
             return True
-        if b.rva in self._spoken_for or n.rva in self._spoken_for:
+        if b.rva in self._spoken_b or n.rva in self._spoken_n:
             return True
         bs, ns = self.base.function_by_rva, self.new.function_by_rva
         apart = []
