@@ -157,6 +157,129 @@ def test_unequal_runs_pair_along_similar_sizes(image):
     assert [f.name for f in corr.removed_functions] == ["sub_1200"]
 
 
+def calls(*targets: int, kind: int = CALL) -> tuple[tuple[int, int, int], ...]:
+    return tuple((4 * i, kind, t) for i, t in enumerate(targets))
+
+
+def test_look_alikes_that_swapped_places_pair_by_their_call_sites(image):
+    # Two unnamed look-alikes swap places in the new build, and both changed, so neither
+    # content nor order can tell them apart (order would pair them the wrong way round).
+    # The named caller changed too (one call more: no call-graph vote), but it still
+    # calls the first one after `log` and the second one after the next `log`.
+    b = [fn("main", 0x1000), fn("log", 0x1100), fn("sub_1200", 0x1200), fn("sub_1300", 0x1300),
+         fn("last", 0x1400)]
+    n = [fn("main", 0x2000), fn("log", 0x2100), fn("sub_2200", 0x2200), fn("sub_2300", 0x2300),
+         fn("last", 0x2400)]
+    bc = {0x1000: code(b[0], "main1", calls(0x1100, 0x1200, 0x1100, 0x1300)),
+          0x1200: code(b[2], "literal1"), 0x1300: code(b[3], "distance1")}
+    nc = {0x2000: code(n[0], "main2", calls(0x2100, 0x2300, 0x2100, 0x2100, 0x2200)),
+          0x2200: code(n[2], "distance2"), 0x2300: code(n[3], "literal2")}
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert pairs(corr)["sub_1200"] == ("sub_2300", "call-site")
+    assert pairs(corr)["sub_1300"] == ("sub_2200", "call-site")
+
+
+def test_call_sites_of_a_caller_paired_by_order_undo_a_wrong_order_pair(image):
+    # The caller is unnamed and pairs only by order; its callees, look-alikes, swapped
+    # places, so order first pairs them the wrong way round; the caller's call sites,
+    # read once order has paired it, undo that.
+    b = [fn("first", 0x1000), fn("sub_1100", 0x1100), fn("mid", 0x1200), fn("sub_1300", 0x1300),
+         fn("sub_1340", 0x1340), fn("last", 0x1400)]
+    n = [fn("first", 0x2000), fn("sub_2100", 0x2100), fn("mid", 0x2200), fn("sub_2300", 0x2300),
+         fn("sub_2340", 0x2340), fn("last", 0x2400)]
+    bc = {0x1100: code(b[1], "caller1", calls(0x1200, 0x1300, 0x1200, 0x1340)),
+          0x1300: code(b[3], "lit1"), 0x1340: code(b[4], "dist1")}
+    nc = {0x2100: code(n[1], "caller2", calls(0x2200, 0x2340, 0x2200, 0x2300)),
+          0x2300: code(n[3], "dist2"), 0x2340: code(n[4], "lit2")}
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert pairs(corr)["sub_1100"] == ("sub_2100", "order")
+    assert pairs(corr)["sub_1300"] == ("sub_2340", "call-site")
+    assert pairs(corr)["sub_1340"] == ("sub_2300", "call-site")
+
+
+def test_call_sites_that_disagree_pair_nothing(image):
+    # `main` calls the two look-alikes in one order, `aux` in the other: no unanimous
+    # vote, so neither is paired by its call sites (order, which sees their swapped
+    # callers as no contradiction, is then left to decide).
+    b = [fn("main", 0x1000), fn("aux", 0x1080), fn("log", 0x1100), fn("sub_1200", 0x1200),
+         fn("sub_1300", 0x1300, 0x100)]
+    n = [fn("main", 0x2000), fn("aux", 0x2080), fn("log", 0x2100), fn("sub_2200", 0x2200),
+         fn("sub_2300", 0x2300, 0x100)]
+    bc = {0x1000: code(b[0], "m1", calls(0x1100, 0x1200, 0x1100, 0x1300)),
+          0x1080: code(b[1], "a1", calls(0x1100, 0x1200, 0x1100, 0x1300)),
+          0x1200: code(b[3], "x1"), 0x1300: code(b[4], "y1")}
+    nc = {0x2000: code(n[0], "m2", calls(0x2100, 0x2300, 0x2100, 0x2100, 0x2200)),
+          0x2080: code(n[1], "a2", calls(0x2100, 0x2200, 0x2100, 0x2100, 0x2300)),
+          0x2200: code(n[3], "x2"), 0x2300: code(n[4], "y2")}
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert "call-site" not in corr.methods()
+
+
+def test_a_rename_at_the_same_call_site_is_not_paired(image):
+    # The only caller calls one unnamed function at the same place in both builds, with
+    # the same shape, so the call graph votes for the pair; but the new function is 2.5
+    # times the size (a different function that took the old one's place): no pair, by
+    # neither the vote nor order (which would pair them: one function between the same
+    # two neighbours, within a factor of 4).
+    b = [fn("main", 0x1000), fn("sub_1100", 0x1100, 0x40), fn("last", 0x1200)]
+    n = [fn("main", 0x2000), fn("sub_2100", 0x2100, 0xa0), fn("last", 0x2200)]
+    bc = {0x1000: code(b[0], "main", calls(0x1200, 0x1100)), 0x1100: code(b[1], "init")}
+    nc = {0x2000: code(n[0], "main", calls(0x2200, 0x2100)), 0x2100: code(n[1], "init_shared")}
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert "sub_1100" not in pairs(corr)
+    assert [f.name for f in corr.removed_functions] == ["sub_1100"]
+    assert [f.name for f in corr.added_functions] == ["sub_2100"]
+    # Within a factor of two it is the same function whose code grew: paired.
+    n2 = [fn("main", 0x2000), fn("sub_2100", 0x2100, 0x70), fn("last", 0x2200)]
+    corr = correlate(index(image, b), index(image, n2), bc, nc)
+    assert pairs(corr)["sub_1100"] == ("sub_2100", "call-graph")
+
+
+def test_order_refuses_functions_called_by_different_functions(image):
+    # One unnamed function between the same neighbours on both sides, of similar size,
+    # but the base one is called by `alpha` and the new one by `beta` (and `alpha` no
+    # longer calls anything unknown): order would pair them; the callers say no.
+    b = [fn("alpha", 0x1000), fn("beta", 0x1080), fn("sub_1100", 0x1100), fn("last", 0x1200)]
+    n = [fn("alpha", 0x2000), fn("beta", 0x2080), fn("sub_2100", 0x2100), fn("last", 0x2200)]
+    bc = {0x1000: code(b[0], "a1", calls(0x1100)), 0x1080: code(b[1], "b1"), 0x1100: code(b[2], "s1")}
+    nc = {0x2000: code(n[0], "a2"), 0x2080: code(n[1], "b2", calls(0x2100)), 0x2100: code(n[2], "s2")}
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert "sub_1100" not in pairs(corr)
+    # The same layout with `alpha` calling it on both sides pairs (by its call site).
+    nc[0x2000], nc[0x2080] = code(n[0], "a2", calls(0x2100)), code(n[1], "b2")
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert pairs(corr)["sub_1100"] == ("sub_2100", "call-site")
+
+
+def test_order_refuses_functions_calling_disjoint_known_functions(image):
+    b = [fn("first", 0x1000), fn("malloc_like", 0x1040), fn("free_like", 0x1080),
+         fn("sub_1100", 0x1100), fn("last", 0x1200)]
+    n = [fn("first", 0x2000), fn("malloc_like", 0x2040), fn("free_like", 0x2080),
+         fn("sub_2100", 0x2100), fn("last", 0x2200)]
+    bc = {0x1100: code(b[3], "create", calls(0x1040, 0x1040))}
+    nc = {0x2100: code(n[3], "destroy", calls(0x2080))}
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert "sub_1100" not in pairs(corr)
+
+
+def test_order_leaves_look_alikes_of_unequal_runs_unpaired(image):
+    # Three instantiations of one template became five, all of about the same size: the
+    # in-order alignment would pair the first two with the first two, a guess.
+    b = [fn("first", 0x1000), *(fn(f"sub_{0x1100 + 0x1000 * i:x}", 0x1100 + 0x1000 * i, 0x900 + 0x10 * i)
+                                for i in range(3)), fn("last", 0x9000)]
+    n = [fn("first", 0x10000), *(fn(f"sub_{0x10100 + 0x1000 * i:x}", 0x10100 + 0x1000 * i, 0x980 - 0x20 * i)
+                                 for i in range(5)), fn("last", 0x19000)]
+    bc = {f.rva: code(f, f"b{f.rva:x}")._replace(n_insns=500) for f in b}
+    nc = {f.rva: code(f, f"n{f.rva:x}")._replace(n_insns=560) for f in n}
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert pairs(corr) == {"first": ("first", "name"), "last": ("last", "name")}
+    # Instruction counts within 4 % (a run shifted by an inserted function) still pair.
+    nc = {f.rva: f._replace(n_insns=100) for f in nc.values()}
+    bc = {f.rva: f._replace(n_insns=98) for f in bc.values()}
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert [m for _, (_, m) in pairs(corr).items()].count("order") == 3
+
+
 def test_unnamed_data_maps_by_the_references_of_paired_code(image):
     b = [fn("reader", 0x1000)]
     n = [fn("reader", 0x2000)]
