@@ -25,7 +25,8 @@ function left unpaired is reported removed and added, which the gate treats
 conservatively; a wrong pair would compare a function with another's code.
 
 The same alignment votes induce a map for unnamed data (``data_map``), so data
-referenced without a symbol compares by identity rather than by address.
+referenced without a symbol compares by identity rather than by address; data reached
+only through pointers in mapped data is added by those pointers (:mod:`pehotpatch.datamap`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 
 from pehotpatch import callsites
 from pehotpatch.codemap import KIND_CODES, FuncCode
+from pehotpatch.datamap import pointer_targets
 from pehotpatch.image.symbols import Function, Global, SymbolIndex
 from pehotpatch.order import align, in_order, sole_match
 from pehotpatch.vocab import RefKind
@@ -492,4 +494,6 @@ def correlate(base: SymbolIndex, new: SymbolIndex,
         else:
             corr.removed_globals.append(g)
     corr.added_globals = [g for g in new.globals if g.rva not in taken]
+    # Unnamed data that only other data points at, by those pointers.
+    corr.data_map.update(pointer_targets(base, new, bcode, ncode, {**corr.data_map, **corr.global_map}))
     return corr

@@ -14,7 +14,7 @@ import pytest
 
 from pehotpatch.codemap import KIND_CODES, FuncCode
 from pehotpatch.correlate import canonical_name, correlate, import_renames
-from pehotpatch.image.pe import Import, PEImage
+from pehotpatch.image.pe import Import, PEImage, Relocations
 from pehotpatch.image.pe_reader import load_pe
 from pehotpatch.image.symbols import Function, Global, SymbolIndex
 from pehotpatch.vocab import RefKind
@@ -287,6 +287,40 @@ def test_unnamed_data_maps_by_the_references_of_paired_code(image):
     nc = {0x2000: code(n[0], "reader", ((3, DATA, 0x6020), (8, DATA, 0x6000)))}
     corr = correlate(index(image, b), index(image, n), bc, nc)
     assert corr.data_map == {0x5000: 0x6020, 0x5010: 0x6000}
+
+
+def _with_rdata(img: PEImage, words: dict[int, int], pointers: list[int]) -> PEImage:
+    """``img`` with 8-byte ``words`` written into .rdata (RVA -> value) and base
+    relocations at ``pointers`` (whose words become image_base + value)."""
+    data = bytearray(img.data)
+    for rva, v in words.items():
+        off = img.rva_to_offset(rva)
+        assert off is not None
+        data[off : off + 8] = (v + (img.image_base if rva in pointers else 0)).to_bytes(8, "little")
+    return replace(img, data=bytes(data), relocations=Relocations(sorted(pointers)))
+
+
+def test_data_only_pointed_at_maps_by_the_pointers_of_mapped_data(image):
+    # `reader` names a table at the same position in both builds (so the table maps);
+    # the table holds a size and a pointer to an array that no code names, which moved.
+    rd = next(s for s in image.sections if s.name == ".rdata").rva
+    tb, ab, tn, an = rd + 0x100, rd + 0x200, rd + 0x140, rd + 0x280
+    bimg = _with_rdata(image, {tb: 3, tb + 8: ab, ab: 0x41}, [tb + 8])
+    nimg = _with_rdata(image, {tn: 3, tn + 8: an, an: 0x41}, [tn + 8])
+    b, n = [fn("reader", 0x1000)], [fn("reader", 0x1000)]
+    bc = {0x1000: code(b[0], "reader", ((3, DATA, tb),))}
+    nc = {0x1000: code(n[0], "reader", ((3, DATA, tn),))}
+    corr = correlate(index(bimg, b), index(nimg, n), bc, nc)
+    assert corr.data_map == {tb: tn, ab: an}
+    # A second mapped table pointing to the same base array but to another new one:
+    # the votes disagree, and the array is left unmapped.
+    tb2, tn2, an2 = rd + 0x180, rd + 0x1c0, rd + 0x2c0
+    bimg = _with_rdata(image, {tb: 3, tb + 8: ab, tb2: 3, tb2 + 8: ab}, [tb + 8, tb2 + 8])
+    nimg = _with_rdata(image, {tn: 3, tn + 8: an, tn2: 3, tn2 + 8: an2}, [tn + 8, tn2 + 8])
+    bc = {0x1000: code(b[0], "reader", ((3, DATA, tb), (9, DATA, tb2)))}
+    nc = {0x1000: code(n[0], "reader", ((3, DATA, tn), (9, DATA, tn2)))}
+    corr = correlate(index(bimg, b), index(nimg, n), bc, nc)
+    assert corr.data_map == {tb: tn, tb2: tn2}
 
 
 def test_globals_pair_by_name_and_module(image):
