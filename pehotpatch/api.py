@@ -188,8 +188,18 @@ def plan_pair(base: PathLike, intermediate: PathLike, *, pdb_base: PathLike | No
     >>> [f.function for f in p.forward], len(p.data), p.applicable
     (['telemetry_record'], 5, True)
     """
-    d = diff_pair(base, intermediate, pdb_base=pdb_base, pdb=pdb, objects=objects,
-                  functions_file=functions_file, ignore_pdb_mismatch=ignore_pdb_mismatch, jobs=jobs)
+    from pehotpatch.plan.build import require_same_machine
+    from pehotpatch.plan.scoped import diff_for_plan
+
+    if sequence < 1:
+        from pehotpatch.errors import UsageError
+
+        raise UsageError(f"--sequence must be at least 1, not {sequence}")
+    b, n = load_pair(base, intermediate, pdb_base=pdb_base, pdb=pdb, objects=objects,
+                     functions_file=functions_file, ignore_pdb_mismatch=ignore_pdb_mismatch)
+    require_same_machine(b, n)  # before the diff, which is the expensive part
+    # Only the hot-patch set's pairs are compared: the plan is the one of the whole diff.
+    d, _ = diff_for_plan(b, n, jobs=jobs)
     return plan_diff(d, sequence=sequence, allow_new_imports=allow_new_imports)
 
 
@@ -292,7 +302,13 @@ def verify_final(final: PathLike, *, base: PathLike, intermediate: PathLike | No
     other = intermediate if intermediate is not None else final
     b, n = load_pair(base, other, pdb_base=pdb_base, pdb=pdb, objects=objects,
                      functions_file=functions_file, ignore_pdb_mismatch=ignore_pdb_mismatch)
-    d = diff_loaded(b, n, jobs=jobs)
+    from pehotpatch.plan.build import require_same_machine
+    from pehotpatch.plan.scoped import diff_for_plan
+
+    require_same_machine(b, n)  # before the diff, which is the expensive part
+    # The plan needs every function normalised and paired, but only the hot-patch set's
+    # pairs compared (the plan is the one of the whole diff: tests/test_verify_fast.py).
+    d, _ = diff_for_plan(b, n, jobs=jobs)
     from pehotpatch.table.decode import read_table
     from pehotpatch.table.format import ABSOLUTE
 

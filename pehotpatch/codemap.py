@@ -11,9 +11,9 @@ import bisect
 import hashlib
 import multiprocessing
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from pehotpatch.disasm import NormalizedCode, normalize
 from pehotpatch.image.machine import Machine
@@ -28,6 +28,8 @@ KIND_CODES: dict[str, int] = {k: i for i, k in enumerate(RefKind)}
 KIND_NAMES: dict[int, RefKind] = dict(enumerate(RefKind))
 _DATA = KIND_CODES[RefKind.DATA]
 MAX_FUNCTION_SIZE = 16 * 1024 * 1024
+_J = TypeVar("_J")
+_R = TypeVar("_R")
 
 
 class FuncCode(NamedTuple):
@@ -56,12 +58,17 @@ def _summarise(rva: int, nc: NormalizedCode) -> FuncCode:
     )
 
 
-def function_bytes(img: PEImage, f: Function) -> bytes:
+def code_size(img: PEImage, f: Function) -> int:
+    """How many bytes of ``f`` are normalised (up to its section's end)."""
     size = min(f.size, MAX_FUNCTION_SIZE)
     s = img.section_at(f.rva)
     if s is not None:
         size = min(size, s.rva + s.size - f.rva)
-    return img.read(f.rva, max(0, size))
+    return max(0, size)
+
+
+def function_bytes(img: PEImage, f: Function) -> bytes:
+    return img.read(f.rva, code_size(img, f))
 
 
 def normalize_function(img: PEImage, f: Function) -> NormalizedCode:
@@ -127,7 +134,8 @@ _WORK: dict[int, tuple[PEImage, dict[int, Function]]] = {}
 # Results travel as plain tuples: unpickling 11k frozen dataclass instances took the
 # parent 0.17 s on numpy, plain tuples (rebuilt there) 0.04 s.
 _make_code = FuncCode._make
-_make_template = Template._make
+
+
 def _pack(fc: FuncCode) -> tuple:
     return tuple(fc)
 
@@ -138,27 +146,42 @@ def _work(job: tuple[int, Sequence[int]]) -> list[tuple]:
     return [_pack(_summarise(rva, normalize_function(img, by_rva[rva]))) for rva in rvas]
 
 
-def _work_templates(job: tuple[int, Sequence[int]]) -> list[tuple[tuple, tuple | None]]:
-    key, rvas = job
-    img, by_rva = _WORK[key]
+def _work_window(job: tuple[Sequence[int], Sequence[int]]) -> tuple[list[tuple], list[tuple]]:
+    """One address window of a base and its rebuild: the rebuild's functions normalised
+    (keeping templates of the sizes the base window has), then the base's functions,
+    reusing those templates where they apply."""
+    new_rvas, base_rvas = job
+    bimg, bby = _WORK[0]
+    nimg, nby = _WORK[1]
+    sizes = {code_size(bimg, bby[rva]) for rva in base_rvas}
+    done: list[tuple[FuncCode, Template | None]] = []
+    for rva in new_rvas:
+        f = nby[rva]
+        if code_size(nimg, f) in sizes:
+            done.append(_code_with_template(nimg, f))
+        else:
+            done.append((_summarise(rva, normalize_function(nimg, f)), None))
+    lib = _Templates(done)
+    base_out = []
+    for rva in base_rvas:
+        f = bby[rva]
+        base_out.append(_pack(lib.code(bimg, f) or _summarise(rva, normalize_function(bimg, f))))
+    return [_pack(fc) for fc, _ in done], base_out
+
+
+def _windows(base: SymbolIndex, new: SymbolIndex, jobs: int) -> list[tuple[list[int], list[int]]]:
+    """The functions of both images cut into address windows of about the same number of
+    the rebuild's functions (a base function goes with the window its address is in)."""
+    nr = sorted(f.rva for f in new.functions)
+    br = sorted(f.rva for f in base.functions)
+    step = max(200, len(nr) // (jobs * 8) + 1)
+    cuts = [nr[i] for i in range(step, len(nr), step)]
     out = []
-    for rva in rvas:
-        fc, t = _code_with_template(img, by_rva[rva])
-        out.append((_pack(fc), None if t is None else tuple(t)))
-    return out
-
-
-_LIBRARY: list[_Templates] = []
-
-
-def _work_reusing(job: tuple[int, Sequence[int]]) -> list[tuple]:
-    key, rvas = job
-    img, by_rva = _WORK[key]
-    lib = _LIBRARY[0]
-    out = []
-    for rva in rvas:
-        f = by_rva[rva]
-        out.append(_pack(lib.code(img, f) or _summarise(rva, normalize_function(img, f))))
+    lo = 0
+    for k in range(len(cuts) + 1):
+        hi = bisect.bisect_left(br, cuts[k]) if k < len(cuts) else len(br)
+        out.append((nr[k * step : (k + 1) * step], br[lo:hi]))
+        lo = hi
     return out
 
 
@@ -171,13 +194,35 @@ def _jobs(key: int, rvas: Sequence[int], jobs: int) -> list[tuple[int, Sequence[
     return [(key, c) for c in _chunks(rvas, max(200, len(rvas) // (jobs * 8) + 1))]
 
 
+def _shared(worker: Callable[[_J], _R], work: Sequence[_J], jobs: int) -> list[_R]:
+    """``worker(job)`` for every job, in order: ``jobs - 1`` forked processes take the jobs
+    from the end while this process works through them from the start."""
+    ctx = multiprocessing.get_context("fork")
+    results: list[_R | None] = [None] * len(work)
+    with ProcessPoolExecutor(max_workers=jobs - 1, mp_context=ctx) as pool:
+        futures = [pool.submit(worker, job) for job in reversed(work)]
+        futures.reverse()
+        for i, job in enumerate(work):
+            # A job a process has taken cannot be cancelled; they take them in order, so
+            # every later one is taken too.
+            if not futures[i].cancel():
+                break
+            results[i] = worker(job)
+        for i, fut in enumerate(futures):
+            if results[i] is None:
+                results[i] = fut.result()
+    return results  # type: ignore[return-value]
+
+
 def build_codemaps(indexes: Sequence[SymbolIndex], *, jobs: int | None = None) -> list[dict[int, FuncCode]]:
     """Normalise every function of every index; returns one ``{rva: FuncCode}`` per index.
 
     With two indexes of the same x86/x64 machine (a base and its rebuild), the second
     is normalised first and each function of the first that is a moved copy of one of
     it reuses that normalisation (:mod:`pehotpatch.templates`); only the rest is
-    decoded."""
+    decoded.  In parallel, this is done per address window, each window's base
+    functions reusing its own rebuild functions: the result is the same, since a reused
+    normalisation is exactly the one decoding gives."""
     jobs = jobs or min(2, os.cpu_count() or 1)
     total = sum(len(ix.functions) for ix in indexes)
     out: list[dict[int, FuncCode]] = [{} for _ in indexes]
@@ -200,30 +245,21 @@ def build_codemaps(indexes: Sequence[SymbolIndex], *, jobs: int | None = None) -
     _WORK.clear()
     for k, ix in enumerate(indexes):
         _WORK[k] = (ix.image, {f.rva: f for f in ix.functions})
-    ctx = multiprocessing.get_context("fork")
     try:
         if reuse:
-            # The rebuild first, keeping templates; then the base, in workers forked
-            # after the templates are in place (they inherit them).
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-                first = _jobs(1, [f.rva for f in indexes[1].functions], jobs)
-                done = [(_make_code(fc), None if t is None else _make_template(t))
-                        for chunk in pool.map(_work_templates, first) for fc, t in chunk]
-            out[1] = {fc.rva: fc for fc, _ in done}
-            _LIBRARY[:] = [_Templates(done)]
-            del done
-            work, worker = _jobs(0, [f.rva for f in indexes[0].functions], jobs), _work_reusing
+            for new_part, base_part in _shared(_work_window, _windows(indexes[0], indexes[1], jobs), jobs):
+                for k, part in ((1, new_part), (0, base_part)):
+                    ok = out[k]
+                    for packed in part:
+                        ok[packed[0]] = _make_code(packed)
         else:
             work = [j for k, ix in enumerate(indexes) for j in _jobs(k, [f.rva for f in ix.functions], jobs)]
-            worker = _work
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            for (k, _), result in zip(work, pool.map(worker, work), strict=True):
+            for (k, _), result in zip(work, _shared(_work, work, jobs), strict=True):
                 ok = out[k]
                 for packed in result:
                     ok[packed[0]] = _make_code(packed)
     finally:
         _WORK.clear()
-        _LIBRARY.clear()
     return out
 
 

@@ -306,10 +306,16 @@ class _Gatherer:
 def ref_slot_readers(diff: DiffResult) -> dict[str, list[str]]:
     """Intermediate functions that read ``__ref_`` slots -> the slot names they read (code
     compiled for hot-patching reads mutable globals through them)."""
-    nix = diff.new.index
+    return ref_slot_readers_in(diff.new.index, diff.codes[1])
+
+
+def ref_slot_readers_in(nix: SymbolIndex, code: dict[int, FuncCode]) -> dict[str, list[str]]:
+    """:func:`ref_slot_readers` of an index and its functions' code."""
     out: dict[str, list[str]] = {}
+    if not any(g.is_ref_slot for g in nix.globals):
+        return out  # nothing to read (an image without symbols names no slot)
     for fn in nix.functions:
-        fc = diff.codes[1].get(fn.rva)
+        fc = code.get(fn.rva)
         if fc is None:
             continue
         slots: list[str] = []
@@ -327,12 +333,17 @@ def ref_slot_readers(diff: DiffResult) -> dict[str, list[str]]:
 def hotpatch_with_evidence(diff: DiffResult, readers: dict[str, list[str]] | None = None) -> HotpatchSet:
     """The intermediate's hot-patch set (a copy) with the code's own evidence added: every
     function that reads a ``__ref_`` slot.  The check and the plan both use this set."""
+    return hotpatch_set_with(diff.new.hotpatch, ref_slot_readers(diff) if readers is None else readers)
+
+
+def hotpatch_set_with(src: HotpatchSet | None, readers: dict[str, list[str]]) -> HotpatchSet:
+    """A copy of ``src`` (an image's hot-patch set) with the functions of ``readers`` (see
+    :func:`ref_slot_readers_in`) added as the code's evidence."""
     from pehotpatch.hotpatch_set import add_code_evidence
 
-    src = diff.new.hotpatch
     hs = HotpatchSet()
     if src is not None:
         hs.names = {k: set(v) for k, v in src.names.items()}
         hs.available = set(src.available)
-    add_code_evidence(hs, sorted(ref_slot_readers(diff) if readers is None else readers))
+    add_code_evidence(hs, sorted(readers))
     return hs

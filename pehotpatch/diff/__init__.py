@@ -89,6 +89,9 @@ class DiffResult:
     image: ImageDiff
     codes: tuple[dict[int, FuncCode], dict[int, FuncCode]]
     seconds: float = 0.0
+    # False when only some pairs were compared (see compare_correlated): ``functions``
+    # and ``unchanged`` then cover those pairs alone
+    compared_all: bool = True
 
     def by_status(self, status: FunctionStatus) -> list[FunctionDiff]:
         return [f for f in self.functions if f.status == status]
@@ -182,14 +185,30 @@ def diff_images(base: LoadedImage, new: LoadedImage, *, jobs: int | None = None,
                 progress: Progress | None = None) -> DiffResult:
     """Correlate and compare two loaded builds."""
     with paused_gc():
-        return _diff_images(base, new, jobs=jobs, progress=progress or _no_progress)
+        pr = progress or _no_progress
+        return compare_correlated(correlate_images(base, new, jobs=jobs, progress=pr), progress=pr)
 
 
-def _diff_images(base: LoadedImage, new: LoadedImage, *, jobs: int | None, progress: Progress) -> DiffResult:
+@dataclass
+class Correlated:
+    """Two builds with every function normalised and paired, not yet compared (the first
+    half of :func:`diff_images`)."""
+
+    base: LoadedImage
+    new: LoadedImage
+    correlation: Correlation
+    codes: tuple[dict[int, FuncCode], dict[int, FuncCode]]
+    started: float
+
+
+def correlate_images(base: LoadedImage, new: LoadedImage, *, jobs: int | None = None,
+                     progress: Progress | None = None) -> Correlated:
+    """Normalise and correlate every function of both builds.  ``base`` and ``new`` are
+    not changed: the result holds images whose indexes also hold the functions found
+    after the padding between functions and as call targets."""
+    progress = progress or _no_progress
     t0 = time.perf_counter()
     progress("normalise", 0, len(base.index.functions) + len(new.index.functions))
-    # Loading's results are not changed: the diff keeps images whose indexes also hold the
-    # functions found after the padding between functions and as call targets.
     base = replace(base, index=split_at_padding(base.index))
     new = replace(new, index=split_at_padding(new.index))
     bcode, ncode = build_codemaps([base.index, new.index], jobs=jobs)
@@ -200,15 +219,30 @@ def _diff_images(base: LoadedImage, new: LoadedImage, *, jobs: int | None, progr
     base, new = replace(base, index=bix), replace(new, index=nix)
     progress("correlate", 0, 1)
     corr = correlate(base.index, new.index, bcode, ncode)
-    progress("compare", 0, len(corr.functions))
+    return Correlated(base, new, corr, (bcode, ncode), t0)
+
+
+def compare_correlated(c: Correlated, *, progress: Progress | None = None,
+                       only: Callable[[Function], bool] | None = None) -> DiffResult:
+    """Compare the paired functions, globals and images of ``c`` (the second half of
+    :func:`diff_images`).
+
+    ``only``: compare just the pairs whose new function it accepts; the result's
+    ``functions`` and ``unchanged`` then cover those pairs alone and ``compared_all`` is
+    False (the patch plan needs only the hot-patched functions' status)."""
+    progress = progress or _no_progress
+    base, new, corr = c.base, c.new, c.correlation
+    bcode, ncode = c.codes
+    pairs = corr.functions if only is None else [p for p in corr.functions if only(p.new)]
+    progress("compare", 0, len(pairs))
     rb = Resolver(base.index, corr)
     rn = Resolver(new.index, None)
     db, dn = DataView(base.index, bcode), DataView(new.index, ncode)
     diffs: list[FunctionDiff] = []
     unchanged = 0
-    for i, p in enumerate(corr.functions):
+    for i, p in enumerate(pairs):
         if i and not i % 512:
-            progress("compare", i, len(corr.functions))
+            progress("compare", i, len(pairs))
         fd = compare_function(p.base, p.new, p.method, bcode.get(p.base.rva), ncode.get(p.new.rva), rb, rn, db, dn)
         if fd.status == UNCHANGED:
             unchanged += 1
@@ -232,8 +266,9 @@ def _diff_images(base: LoadedImage, new: LoadedImage, *, jobs: int | None, progr
         removed_globals=corr.removed_globals,
         image=compare_image(base.index, new.index, corr),
         codes=(bcode, ncode),
+        compared_all=only is None,
     )
-    result.seconds = time.perf_counter() - t0
+    result.seconds = time.perf_counter() - c.started
     return result
 
 
@@ -244,6 +279,6 @@ def is_import_thunk(ix: SymbolIndex, fc: FuncCode | None) -> bool:
 
 __all__ = [
     "CHANGED", "PADDING_ONLY", "PROLOGUE_ONLY", "THROUGH_DATA", "UNCHANGED",
-    "DiffResult", "FunctionDiff", "GlobalDiff", "ImageDiff", "Progress", "RefDifference",
-    "compare_function", "describe_target", "diff_images", "is_import_thunk", "read_cstring",
+    "Correlated", "DiffResult", "FunctionDiff", "GlobalDiff", "ImageDiff", "Progress", "RefDifference",
+    "compare_correlated", "compare_function", "correlate_images", "describe_target", "diff_images", "is_import_thunk", "read_cstring",
 ]
