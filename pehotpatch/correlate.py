@@ -100,6 +100,7 @@ class _Pairer:
         self.dmap: dict[int, int] = {}
         self._settled: set[int] = set()  # pairs with no unpaired function targets left
         self._sites_done: set[int] = set()  # the same, for call-site votes
+        self._case_cache: tuple[dict, dict] = ({}, {})
         # functions whose call graph names a counterpart too unlike to pair (base, new)
         self._spoken_b: set[int] = set()
         self._spoken_n: set[int] = set()
@@ -271,7 +272,9 @@ class _Pairer:
             rknown = {n: b for b, n in known.items()}
         else:
             known, rknown = fmap, rfmap
-        pooled: list[tuple[int, int]] = []
+        sites: list[tuple[int, int]] = []
+        sure: set[tuple[int, int]] = set()  # votes from gaps with one callee on each side
+        cases: list[tuple[int, int]] = []
         for brva, nrva in list(fmap.items()):
             cb, cn = self.bcode.get(brva), self.ncode.get(nrva)
             if cb is None or cn is None or (not revise and brva in self._sites_done):
@@ -282,21 +285,30 @@ class _Pairer:
                 continue
             bt = self._tokens(self.base, cb, known, known, bstarts)
             nt = self._tokens(self.new, cn, None, rknown, nstarts)
-            pooled.extend(callsites.votes(bt, nt))
-        made = 0
+            for tb, tn, alone in callsites.votes(bt, nt):
+                sites.append((tb, tn))
+                if alone:
+                    sure.add((tb, tn))
+            bcases, ncases = self._cases(True, brva, cb), self._cases(False, nrva, cn)
+            if bcases and ncases:
+                cases.extend((tb, tn) for tb, tn in callsites.table_votes(bcases, ncases)
+                             if tb in bstarts and tn in nstarts and tb not in known and tn not in rknown)
+
         def ok(tb: int, tn: int) -> bool:
             if tb in known or tn in rknown:
                 return False
             if fmap.get(tb) == tn or self.comparable(bstarts[tb], nstarts[tn]):
                 return True  # (order and call sites agreeing are two pieces of evidence)
-            # The call sites name a counterpart too unlike to pair: neither is for order
-            # to pair with a third, and an order pair of either is undone.
-            self._spoken_b.add(tb)
-            self._spoken_n.add(tn)
-            self._unpair(tb, tn)
+            if (tb, tn) in sure:
+                # The call sites name a counterpart too unlike to pair: neither is for
+                # order to pair with a third, and an order pair of either is undone.
+                self._spoken_b.add(tb)
+                self._spoken_n.add(tn)
+                self._unpair(tb, tn)
             return False
 
-        for tb, tn in callsites.unanimous(pooled, ok):
+        made = 0
+        for tb, tn in callsites.agreeing(callsites.unanimous(sites, ok), callsites.unanimous(cases, ok)):
             if fmap.get(tb) == tn:
                 continue
             self._unpair(tb, tn)
@@ -310,6 +322,22 @@ class _Pairer:
             if old is not None and old in self.fmap:
                 del self.rfmap[self.fmap.pop(old)]
                 del self.method[old]
+
+    def _cases(self, base: bool, rva: int, code: FuncCode) -> list[list[tuple[int, int] | None]]:
+        """The case targets of each switch table of a function (cached)."""
+        cache = self._case_cache[0 if base else 1]
+        got = cache.get(rva)
+        if got is None:
+            ix = self.base if base else self.new
+            f = ix.function_by_rva[rva]
+            starts = ix.function_by_rva.keys()
+            got = []
+            for t in sorted({t for _, k, t in code.refs if k == _DATA and t not in starts}):
+                entries = callsites.jump_table(ix.image, t, f.rva, f.end)
+                if entries is not None:
+                    got.append(callsites.case_targets(entries, code.refs, starts))
+            cache[rva] = got
+        return got
 
     # -- 5. order --------------------------------------------------------------------------
     def by_order(self) -> int:
@@ -373,8 +401,12 @@ class _Pairer:
         bs, ns = self.base.function_by_rva, self.new.function_by_rva
         apart = []
         for c in sorted(by_b & by_n):
-            bt = self._tokens(self.base, self.bcode[self.rfmap[c]], self.fmap, self.fmap, bs)
-            nt = self._tokens(self.new, self.ncode[c], None, self.rfmap, ns)
+            cb, cn = self.bcode[self.rfmap[c]], self.ncode[c]
+            if (any(x and x[1] == b.rva for t in self._cases(True, self.rfmap[c], cb) for x in t)
+                    or any(x and x[1] == n.rva for t in self._cases(False, c, cn) for x in t)):
+                continue  # a case of a switch: the compiler lays out case blocks in any order
+            bt = self._tokens(self.base, cb, self.fmap, self.fmap, bs)
+            nt = self._tokens(self.new, cn, None, self.rfmap, ns)
             apart.append(callsites.placed_apart(bt, nt, b.rva, n.rva, _CALL))
         if apart and all(apart):
             return True
@@ -393,6 +425,7 @@ class _Pairer:
 
 _MAX_ALIGN_CELLS = 250_000
 _CALL = KIND_CODES[RefKind.CALL]
+_DATA = KIND_CODES[RefKind.DATA]
 _NEEDS_LIKENESS = frozenset({"call-graph", "call-site"})
 
 
@@ -458,9 +491,12 @@ def correlate(base: SymbolIndex, new: SymbolIndex,
         made = made or p.by_call_sites()
         if not made:
             break
-    if p.by_order():
+    for _ in range(3):
+        if not p.by_order():
+            break
         # Call sites again: first those of callers paired by order, which may undo order
-        # pairs of look-alikes; then with the order pairs as known callees.
+        # pairs of look-alikes; then with the order pairs as known callees; and order
+        # again between the new anchors.
         p.by_call_sites(revise=frozenset({"order"}))
         for _ in range(4):
             if not (p.by_content() + p.by_votes() or p.by_call_sites()):
