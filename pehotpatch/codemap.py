@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import marshal
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pehotpatch.disasm import NormalizedCode, normalize
 from pehotpatch.image.machine import Machine
@@ -29,7 +29,6 @@ KIND_NAMES: dict[int, RefKind] = dict(enumerate(RefKind))
 _DATA = KIND_CODES[RefKind.DATA]
 MAX_FUNCTION_SIZE = 16 * 1024 * 1024
 _J = TypeVar("_J")
-_R = TypeVar("_R")
 
 
 class FuncCode(NamedTuple):
@@ -174,7 +173,7 @@ def _windows(base: SymbolIndex, new: SymbolIndex, jobs: int) -> list[tuple[list[
     the rebuild's functions (a base function goes with the window its address is in)."""
     nr = sorted(f.rva for f in new.functions)
     br = sorted(f.rva for f in base.functions)
-    step = max(200, len(nr) // (jobs * 8) + 1)
+    step = max(200, len(nr) // (jobs * 16) + 1)
     cuts = [nr[i] for i in range(step, len(nr), step)]
     out = []
     lo = 0
@@ -194,24 +193,50 @@ def _jobs(key: int, rvas: Sequence[int], jobs: int) -> list[tuple[int, Sequence[
     return [(key, c) for c in _chunks(rvas, max(200, len(rvas) // (jobs * 8) + 1))]
 
 
-def _shared(worker: Callable[[_J], _R], work: Sequence[_J], jobs: int) -> list[_R]:
-    """``worker(job)`` for every job, in order: ``jobs - 1`` forked processes take the jobs
-    from the end while this process works through them from the start."""
+def _shared(worker: Callable[[_J], Any], work: Sequence[_J], jobs: int) -> list[Any]:
+    """``worker(job)`` for every job, in order, shared between this process and ``jobs - 1``
+    forks of it: each takes the next job not yet taken until none is left.  A fork sends
+    its results when it is done (``marshal``: plain tuples of numbers and bytes); the jobs
+    of a fork that fails are done here."""
     ctx = multiprocessing.get_context("fork")
-    results: list[_R | None] = [None] * len(work)
-    with ProcessPoolExecutor(max_workers=jobs - 1, mp_context=ctx) as pool:
-        futures = [pool.submit(worker, job) for job in reversed(work)]
-        futures.reverse()
-        for i, job in enumerate(work):
-            # A job a process has taken cannot be cancelled; they take them in order, so
-            # every later one is taken too.
-            if not futures[i].cancel():
-                break
-            results[i] = worker(job)
-        for i, fut in enumerate(futures):
-            if results[i] is None:
-                results[i] = fut.result()
-    return results  # type: ignore[return-value]
+    counter = ctx.Value("l", 0)
+
+    def take() -> int:
+        with counter.get_lock():
+            i = counter.value
+            counter.value = i + 1
+        return i
+
+    def run(into: dict[int, Any]) -> None:
+        while (i := take()) < len(work):
+            into[i] = worker(work[i])
+
+    def child(conn: Any) -> None:
+        done: dict[int, Any] = {}
+        try:
+            run(done)
+            conn.send_bytes(marshal.dumps(done))
+        finally:
+            conn.close()
+
+    forks = []
+    for _ in range(jobs - 1):
+        recv, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=child, args=(send,), daemon=True)
+        proc.start()
+        send.close()
+        forks.append((proc, recv))
+    results: dict[int, Any] = {}
+    run(results)
+    for proc, recv in forks:
+        try:
+            results.update(marshal.loads(recv.recv_bytes()))
+        except (EOFError, OSError, ValueError):
+            pass  # the fork died: its jobs are done below
+        finally:
+            recv.close()
+            proc.join()
+    return [results[i] if i in results else worker(job) for i, job in enumerate(work)]
 
 
 def build_codemaps(indexes: Sequence[SymbolIndex], *, jobs: int | None = None) -> list[dict[int, FuncCode]]:

@@ -135,3 +135,35 @@ def test_numpy_plan_without_pdb_equals_the_whole_diffs_plan(tmp_path):
     p_whole, p_scoped = plan_diff(whole), plan_diff(scoped)
     assert p_whole.forward and p_whole.backward and p_whole.imports
     assert p_scoped.to_json() == p_whole.to_json()
+
+
+def test_shared_jobs_come_back_in_order_from_both_processes():
+    import os
+    import time
+
+    from pehotpatch.codemap import _shared
+
+    parent = os.getpid()
+
+    def work(j):
+        time.sleep(0.005)  # long enough for the fork to start and take its share
+        return (j * j, os.getpid() == parent)
+
+    got = _shared(work, list(range(100)), 2)
+    assert [g[0] for g in got] == [j * j for j in range(100)]
+    assert {g[1] for g in got} == {True, False}  # the fork took some of them
+
+
+def test_shared_jobs_of_a_fork_that_dies_are_done_here():
+    import os
+
+    from pehotpatch.codemap import _shared
+
+    parent = os.getpid()
+
+    def work(j):
+        if os.getpid() != parent:
+            os._exit(3)  # the fork dies on its first job
+        return [j, "here"]
+
+    assert _shared(work, list(range(50)), 2) == [[j, "here"] for j in range(50)]
