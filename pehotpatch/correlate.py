@@ -101,6 +101,7 @@ class _Pairer:
         self._settled: set[int] = set()  # pairs with no unpaired function targets left
         self._sites_done: set[int] = set()  # the same, for call-site votes
         self._case_cache: tuple[dict, dict] = ({}, {})
+        self._fn_targets: dict[int, tuple[int, ...]] = {}  # base function -> functions it references
         # functions whose call graph names a counterpart too unlike to pair (base, new)
         self._spoken_b: set[int] = set()
         self._spoken_n: set[int] = set()
@@ -279,20 +280,23 @@ class _Pairer:
             cb, cn = self.bcode.get(brva), self.ncode.get(nrva)
             if cb is None or cn is None or (not revise and brva in self._sites_done):
                 continue
-            if not any(t in bstarts and t not in known for _, _, t in cb.refs):
+            ft = self._fn_targets.get(brva)
+            if ft is None:
+                ft = self._fn_targets[brva] = tuple({t for _, _, t in cb.refs if t in bstarts})
+            if all(t in known for t in ft):
                 if not revise:
                     self._sites_done.add(brva)
                 continue
             bt = self._tokens(self.base, cb, known, known, bstarts)
             nt = self._tokens(self.new, cn, None, rknown, nstarts)
-            for tb, tn, alone in callsites.votes(bt, nt):
-                sites.append((tb, tn))
-                if alone:
-                    sure.add((tb, tn))
             bcases, ncases = self._cases(True, brva, cb), self._cases(False, nrva, cn)
             if bcases and ncases:
                 cases.extend((tb, tn) for tb, tn in callsites.table_votes(bcases, ncases)
                              if tb in bstarts and tn in nstarts and tb not in known and tn not in rknown)
+            for tb, tn, alone in callsites.votes(bt, nt):
+                sites.append((tb, tn))
+                if alone:
+                    sure.add((tb, tn))
 
         def ok(tb: int, tn: int) -> bool:
             if tb in known or tn in rknown:
@@ -391,9 +395,9 @@ class _Pairer:
             bs, ns = self.base.function_by_rva, self.new.function_by_rva
             self._callers = (callsites.callers(((r, c.refs) for r, c in self.bcode.items()), bs),
                              callsites.callers(((r, c.refs) for r, c in self.ncode.items()), ns))
-        cb, cn = self._callers
-        by_b = {self.fmap[c] for c in cb.get(b.rva, ()) if c in self.fmap}
-        by_n = {c for c in cn.get(n.rva, ()) if c in self.rfmap}
+        callers_b, callers_n = self._callers
+        by_b = {self.fmap[c] for c in callers_b.get(b.rva, ()) if c in self.fmap}
+        by_n = {c for c in callers_n.get(n.rva, ()) if c in self.rfmap}
         if by_b and by_n and not by_b & by_n:
             return True
         if b.rva in self._spoken_b or n.rva in self._spoken_n:
@@ -496,11 +500,15 @@ def correlate(base: SymbolIndex, new: SymbolIndex,
             break
         # Call sites again: first those of callers paired by order, which may undo order
         # pairs of look-alikes; then with the order pairs as known callees; and order
-        # again between the new anchors.
-        p.by_call_sites(revise=frozenset({"order"}))
+        # again between the anchors that made, if any.
+        made = p.by_call_sites(revise=frozenset({"order"}))
         for _ in range(4):
-            if not (p.by_content() + p.by_votes() or p.by_call_sites()):
+            step = p.by_votes() or p.by_call_sites()
+            made += step
+            if not step:
                 break
+        if not made:
+            break
     p.by_votes(data=True)  # the data map, from the final pairs
 
     corr = Correlation(function_map=dict(p.fmap), data_map=p.dmap, import_map=imap)
@@ -531,5 +539,5 @@ def correlate(base: SymbolIndex, new: SymbolIndex,
             corr.removed_globals.append(g)
     corr.added_globals = [g for g in new.globals if g.rva not in taken]
     # Unnamed data that only other data points at, by those pointers.
-    corr.data_map.update(pointer_targets(base, new, bcode, ncode, {**corr.data_map, **corr.global_map}))
+    corr.data_map.update(pointer_targets(base, new, {**corr.data_map, **corr.global_map}))
     return corr

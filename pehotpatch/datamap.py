@@ -7,8 +7,8 @@ directly, only through a pointer in a table (``&kTransforms`` holds pointers to
 to unmapped data then compares as changed although nothing in it changed.
 
 Here every pair of mapped data (unnamed by votes, named by name) with the same layout
-of relocated pointers over the part both sides can own (up to the next data start
-known on each side, at most 64 bytes, a sized global's size) votes, pointer by pointer
+of relocated pointers over the part both sides can own (up to the next mapped data or
+global on each side, at most 64 bytes, a sized global's size) votes, pointer by pointer
 at equal offsets, for the data they point at.  A target that got votes for two
 different counterparts, or a counterpart voted for from two targets, is left out.
 Functions and named globals are paired elsewhere; only unnamed data is added.
@@ -18,33 +18,25 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from collections.abc import Iterable
 
-from pehotpatch.codemap import KIND_CODES, FuncCode
 from pehotpatch.image.symbols import SymbolIndex
-from pehotpatch.vocab import RefKind
 
-_DATA = KIND_CODES[RefKind.DATA]
 _WINDOW = 64
 _ROUNDS = 3
 
 
 class _Side:
-    def __init__(self, ix: SymbolIndex, code: dict[int, FuncCode]):
+    def __init__(self, ix: SymbolIndex, known: Iterable[int]):
         self.ix = ix
-        self.code = code
-        self._starts: list[int] | None = None
+        self.starts = sorted({*known, *(g.rva for g in ix.globals)})
 
     def extent(self, t: int) -> int:
         g = self.ix.global_at(t)
         if g is not None and g.rva == t and g.size:
             return min(g.size, _WINDOW)
-        if self._starts is None:  # (only built when some data holds a pointer)
-            starts = {g.rva for g in self.ix.globals}
-            for fc in self.code.values():
-                starts.update(t for _, k, t in fc.refs if k == _DATA)
-            self._starts = sorted(starts)
-        i = bisect.bisect_right(self._starts, t)
-        nxt = self._starts[i] if i < len(self._starts) else t + _WINDOW
+        i = bisect.bisect_right(self.starts, t)
+        nxt = self.starts[i] if i < len(self.starts) else t + _WINDOW
         return max(0, min(nxt - t, _WINDOW))
 
     def pointers(self, t: int, n: int) -> dict[int, int] | None:
@@ -67,13 +59,12 @@ class _Side:
                 and self.ix.global_at(v) is None and v not in self.ix.imports_by_slot)
 
 
-def pointer_targets(base: SymbolIndex, new: SymbolIndex, bcode: dict[int, FuncCode],
-                    ncode: dict[int, FuncCode], known: dict[int, int]) -> dict[int, int]:
+def pointer_targets(base: SymbolIndex, new: SymbolIndex, known: dict[int, int]) -> dict[int, int]:
     """New entries for the unnamed-data map: base RVA -> new RVA of data pointed at by
     pointers at equal offsets of the data pairs in ``known`` (and of those found)."""
     if base.image.machine.pointer_size != new.image.machine.pointer_size:
         return {}
-    sb, sn = _Side(base, bcode), _Side(new, ncode)
+    sb, sn = _Side(base, known), _Side(new, known.values())
     found: dict[int, int] = {}
     todo = sorted(known.items())
     for _ in range(_ROUNDS):

@@ -280,6 +280,65 @@ def test_order_leaves_look_alikes_of_unequal_runs_unpaired(image):
     assert [m for _, (_, m) in pairs(corr).items()].count("order") == 3
 
 
+def _with_table(img: PEImage, at: int, targets: list[int]) -> PEImage:
+    """``img`` with a jump table at ``at`` in .rdata: 32-bit offsets from the table (as
+    clang writes them on x64) to ``targets``."""
+    data = bytearray(img.data)
+    off = img.rva_to_offset(at)
+    assert off is not None
+    for i, t in enumerate(targets):
+        data[off + 4 * i : off + 4 * i + 4] = (t - at).to_bytes(4, "little", signed=True)
+    return replace(img, data=bytes(data))
+
+
+def test_switch_cases_pair_the_functions_they_call(image):
+    # `dispatch` switches over a type: case 0 calls one instantiation, case 1 another,
+    # cases 2 and 3 share the default block.  The new build adds a third instantiation
+    # (called from another block, outside the table) and lays the case blocks out the
+    # other way round, so the call sequences do not align (two unpaired callees against
+    # three) and order would pair by address: case k still calls the same function.
+    rd = next(s for s in image.sections if s.name == ".rdata").rva
+    bt, nt = rd + 0x100, rd + 0x180
+    bimg = _with_table(image, bt, [0x1010, 0x1020, 0x1030, 0x1030])
+    nimg = _with_table(image, nt, [0x2020, 0x2010, 0x2040, 0x2040])
+    b = [fn("dispatch", 0x1000, 0x100), fn("sub_1200", 0x1200), fn("sub_1300", 0x1300),
+         fn("last", 0x1400)]
+    n = [fn("dispatch", 0x2000, 0x100), fn("sub_2200", 0x2200), fn("sub_2300", 0x2300),
+         fn("sub_2380", 0x2380), fn("last", 0x2400)]
+    bc = {0x1000: code(b[0], "dispatch1", ((2, DATA, bt), (0x14, CALL, 0x1200), (0x24, CALL, 0x1300))),
+          0x1200: code(b[1], "h2"), 0x1300: code(b[2], "h3")}
+    nc = {0x2000: code(n[0], "dispatch2", ((2, DATA, nt), (0x14, CALL, 0x2200), (0x24, CALL, 0x2300),
+                                           (0x34, CALL, 0x2380))),
+          0x2200: code(n[1], "h3x"), 0x2300: code(n[2], "h2x"), 0x2380: code(n[3], "d5")}
+    corr = correlate(index(bimg, b), index(nimg, n), bc, nc)
+    assert pairs(corr)["sub_1200"] == ("sub_2300", "call-site")
+    assert pairs(corr)["sub_1300"] == ("sub_2200", "call-site")
+    # Without the tables the same functions pair by address order, the wrong way round.
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert pairs(corr).get("sub_1200", ("", ""))[0] != "sub_2300"
+
+
+def test_callees_whose_calls_interleave_give_no_vote(image):
+    # Between the same two known calls the base calls A then B; the new build calls B,
+    # A and B again: read from the start A would pair with B', from the end with A'.
+    # No vote either way (and the sizes keep order from pairing them).
+    b = [fn("main", 0x1000), fn("log", 0x1100), fn("sub_1200", 0x1200, 0x40),
+         fn("sub_1300", 0x1300, 0x400)]
+    n = [fn("main", 0x2000), fn("log", 0x2100), fn("sub_2200", 0x2200, 0x400),
+         fn("sub_2300", 0x2300, 0x40)]
+    bc = {0x1000: code(b[0], "m1", calls(0x1100, 0x1200, 0x1300, 0x1100)),
+          0x1200: code(b[2], "a1"), 0x1300: code(b[3], "b1")}
+    nc = {0x2000: code(n[0], "m2", calls(0x2100, 0x2200, 0x2300, 0x2200, 0x2100)),
+          0x2200: code(n[2], "b2"), 0x2300: code(n[3], "a2")}
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert "call-site" not in corr.methods()
+    # Called once each, in the same order, they pair.
+    nc[0x2000] = code(n[0], "m2", calls(0x2100, 0x2300, 0x2200, 0x2100, 0x2100))
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert pairs(corr)["sub_1200"] == ("sub_2300", "call-site")
+    assert pairs(corr)["sub_1300"] == ("sub_2200", "call-site")
+
+
 def test_unnamed_data_maps_by_the_references_of_paired_code(image):
     b = [fn("reader", 0x1000)]
     n = [fn("reader", 0x2000)]
