@@ -219,3 +219,13 @@ def table_votes(bcases: list[list[tuple[int, int] | None]], ncases: list[list[tu
                 if x is not None and y is not None and x[0] == y[0]:
                     out.append((x[1], y[1]))
     return out
+
+
+def majority(votes: dict[tuple[int, int], int]) -> list[tuple[int, int]]:
+    """For each base address, the new address with the most votes (ties: the lowest)."""
+    best: dict[int, tuple[int, int]] = {}
+    for (tb, tn), v in votes.items():
+        cur = best.get(tb)
+        if cur is None or v > cur[0] or (v == cur[0] and tn < cur[1]):
+            best[tb] = (v, tn)
+    return sorted((tb, tn) for tb, (_, tn) in best.items())

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pehotpatch import callsites
 from pehotpatch.codemap import KIND_CODES, FuncCode
 from pehotpatch.datamap import pointer_targets
+from pehotpatch.dllrenames import import_renames
 from pehotpatch.image.symbols import Function, Global, SymbolIndex
 from pehotpatch.order import align, in_order, sole_match
 from pehotpatch.vocab import RefKind
@@ -237,11 +238,11 @@ class _Pairer:
             if not pending:
                 self._settled.add(brva)
         made = 0
-        for tb, tn in _winners(fvotes):
+        for tb, tn in callsites.majority(fvotes):
             if tb not in fmap and tn not in rfmap:
                 made += self.pair(bstarts[tb], nstarts[tn], "call-graph")
         if data:
-            self.dmap = dict(_winners(dvotes))
+            self.dmap = dict(callsites.majority(dvotes))
         return made
 
     # -- 4. call sites ----------------------------------------------------------------------
@@ -443,46 +444,6 @@ def _named_apart(b: Function, n: Function) -> bool:
         return False
     names_b = {canonical_name(x) for x in (b.name, *b.aliases)}
     return not names_b & {canonical_name(x) for x in (n.name, *n.aliases)}
-
-
-def _winners(votes: dict[tuple[int, int], int]) -> list[tuple[int, int]]:
-    """For each base address, the new address with the most votes (ties: the lowest)."""
-    best: dict[int, tuple[int, int]] = {}
-    for (tb, tn), v in votes.items():
-        cur = best.get(tb)
-        if cur is None or v > cur[0] or (v == cur[0] and tn < cur[1]):
-            best[tb] = (v, tn)
-    return sorted((tb, tn) for tb, (_, tn) in best.items())
-
-
-def import_renames(base: SymbolIndex, new: SymbolIndex) -> dict[str, str]:
-    """Import DLLs that were renamed between the builds, as ``{old key: new key}``.
-
-    A DLL imported only by the base pairs with one imported only by the new image when
-    they share at least half of their imported functions (and no other candidate shares
-    as many): e.g. a bundled library whose file name carries a build hash
-    (``libfoo-0a1b2c.dll`` -> ``libfoo-3d4e5f.dll``)."""
-    def by_dll(ix: SymbolIndex) -> dict[str, set[str]]:
-        out: dict[str, set[str]] = defaultdict(set)
-        for i in ix.image.imports:
-            out[i.dll.lower()].add(i.key.partition("!")[2])
-        return out
-
-    bd, nd = by_dll(base), by_dll(new)
-    gone = sorted(set(bd) - set(nd))
-    came = sorted(set(nd) - set(bd))
-    renames: dict[str, str] = {}
-    taken: set[str] = set()
-    for old in gone:
-        scored = sorted(((len(bd[old] & nd[c]), c) for c in came if c not in taken), reverse=True)
-        if not scored:
-            continue
-        best, cand = scored[0]
-        if best * 2 < max(len(bd[old]), len(nd[cand])) or (len(scored) > 1 and scored[1][0] == best):
-            continue
-        taken.add(cand)
-        renames[old] = cand
-    return {f"{old}!{fn}": f"{nw}!{fn}" for old, nw in renames.items() for fn in bd[old]}
 
 
 def correlate(base: SymbolIndex, new: SymbolIndex,
