@@ -217,12 +217,12 @@ def test_call_sites_that_disagree_pair_nothing(image):
 
 def test_a_rename_at_the_same_call_site_is_not_paired(image):
     # The only caller calls one unnamed function at the same place in both builds, with
-    # the same shape, so the call graph votes for the pair; but the new function is 2.5
+    # the same shape, so the call graph votes for the pair; but the new function is 3
     # times the size (a different function that took the old one's place): no pair, by
     # neither the vote nor order (which would pair them: one function between the same
     # two neighbours, within a factor of 4).
     b = [fn("main", 0x1000), fn("sub_1100", 0x1100, 0x40), fn("last", 0x1200)]
-    n = [fn("main", 0x2000), fn("sub_2100", 0x2100, 0xa0), fn("last", 0x2200)]
+    n = [fn("main", 0x2000), fn("sub_2100", 0x2100, 0xc0), fn("last", 0x2200)]
     bc = {0x1000: code(b[0], "main", calls(0x1200, 0x1100)), 0x1100: code(b[1], "init")}
     nc = {0x2000: code(n[0], "main", calls(0x2200, 0x2100)), 0x2100: code(n[1], "init_shared")}
     corr = correlate(index(image, b), index(image, n), bc, nc)

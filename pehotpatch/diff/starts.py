@@ -14,6 +14,10 @@ start; compilers put at most one ``int3`` after a call that does not return and 
 loops with no-ops, so a function body does not look like that.  Extents from the PDB or
 ``.pdata`` are exact and are not cut; the gap after one, up to the next known function,
 is searched the same way.
+
+A guessed extent also loses the ``int3`` bytes it ends with: they are the next
+function's padding, not code of this one (Brotli's ``BrotliGetTransforms`` is 8 bytes
+of code and 8 of padding).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pehotpatch.image.symbols import Function, SymbolIndex
 _RUN = re.compile(rb"\xcc{6,}")
 _ALIGN = 16
 _EXACT = frozenset({"pdb", "pdata"})
+_TAIL = 64  # bytes read from the end of a guessed extent for its trailing padding
 
 
 def _starts(ix: SymbolIndex, lo: int, hi: int) -> list[int]:
@@ -67,6 +72,27 @@ def split_at_padding(ix: SymbolIndex) -> SymbolIndex:
             end = min(hi, max(nxt, f.end)) if f.sources & _EXACT else f.end
             for a, b in zip(cuts, [*cuts[1:], end], strict=True):
                 functions.append(Function(f"sub_{a:x}", a, b - a, {"padding"}))
+    for i, f in enumerate(functions):
+        if not f.sources & _EXACT:
+            size = _without_padding(ix, f)
+            if size != f.size:
+                found = True
+                functions[i] = replace(f, size=size, sources=set(f.sources), aliases=set(f.aliases),
+                                       exported_as=list(f.exported_as))
     if not found:
         return ix
     return replace(ix, functions=functions, notes=list(ix.notes))
+
+
+def _without_padding(ix: SymbolIndex, f: Function) -> int:
+    """The size of a guessed extent without the ``int3`` padding it ends with (a run
+    of at least two: a function's own code ends with at most one, after a call that
+    does not return, which is then cut too)."""
+    n = min(f.size, _TAIL)
+    tail = ix.image.try_read(f.end - n, n) if n >= 2 else None
+    if not tail or tail[-2:] != b"\xcc\xcc":
+        return f.size
+    kept = len(tail.rstrip(b"\xcc"))
+    if kept == 0:  # all padding as far as read: leave it alone
+        return f.size
+    return f.size - (n - kept)
