@@ -11,7 +11,9 @@ of relocated pointers over the part both sides can own (up to the next mapped da
 global on each side, at most 64 bytes, a sized global's size) votes, pointer by pointer
 at equal offsets, for the data they point at.  A target that got votes for two
 different counterparts, or a counterpart voted for from two targets, is left out.
-Functions and named globals are paired elsewhere; only unnamed data is added.
+Functions and named globals are paired elsewhere; only unnamed data is added, and only
+when its bytes are the same on both sides (mapped data compares by identity, so data
+whose content changed stays unmapped and the pointer to it keeps its table changed).
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ def pointer_targets(base: SymbolIndex, new: SymbolIndex, known: dict[int, int]) 
                 vn = pn[o]  # type: ignore[index]
                 if vb in known or vb in found or not (sb.unnamed_data(vb) and sn.unnamed_data(vn)):
                     continue
+                if not _same_bytes(sb, sn, vb, vn):
+                    continue
                 fwd[vb].add(vn)
                 back[vn].add(vb)
         taken = set(known.values()) | set(found.values())
@@ -95,3 +99,12 @@ def pointer_targets(base: SymbolIndex, new: SymbolIndex, known: dict[int, int]) 
         if not todo:
             break
     return found
+
+
+def _same_bytes(sb: _Side, sn: _Side, vb: int, vn: int) -> bool:
+    """The data pointed at holds the same bytes on both sides over what both can own: a
+    mapped address compares by identity from then on, so only data that did not change
+    is mapped (a pointer to data that changed keeps the table that holds it changed)."""
+    n = min(sb.extent(vb), sn.extent(vn))
+    a, b = sb.ix.image.try_read(vb, n), sn.ix.image.try_read(vn, n)
+    return n > 0 and a is not None and a == b

@@ -364,13 +364,19 @@ def test_data_only_pointed_at_maps_by_the_pointers_of_mapped_data(image):
     # the table holds a size and a pointer to an array that no code names, which moved.
     rd = next(s for s in image.sections if s.name == ".rdata").rva
     tb, ab, tn, an = rd + 0x100, rd + 0x200, rd + 0x140, rd + 0x280
-    bimg = _with_rdata(image, {tb: 3, tb + 8: ab, ab: 0x41}, [tb + 8])
-    nimg = _with_rdata(image, {tn: 3, tn + 8: an, an: 0x41}, [tn + 8])
+    array = {8 * i: 0x41 + i for i in range(8)}  # 64 bytes, the most compared
+    bimg = _with_rdata(image, {tb: 3, tb + 8: ab, **{ab + o: v for o, v in array.items()}}, [tb + 8])
+    nimg = _with_rdata(image, {tn: 3, tn + 8: an, **{an + o: v for o, v in array.items()}}, [tn + 8])
     b, n = [fn("reader", 0x1000)], [fn("reader", 0x1000)]
     bc = {0x1000: code(b[0], "reader", ((3, DATA, tb),))}
     nc = {0x1000: code(n[0], "reader", ((3, DATA, tn),))}
     corr = correlate(index(bimg, b), index(nimg, n), bc, nc)
     assert corr.data_map == {tb: tn, ab: an}
+    # An array whose content changed is not mapped: the table that points at it keeps
+    # comparing as changed, as the content is compared nowhere else.
+    nimg = _with_rdata(image, {tn: 3, tn + 8: an, **{an + o: v + (o == 56) for o, v in array.items()}}, [tn + 8])
+    corr = correlate(index(bimg, b), index(nimg, n), bc, nc)
+    assert corr.data_map == {tb: tn}
     # A second mapped table pointing to the same base array but to another new one:
     # the votes disagree, and the array is left unmapped.
     tb2, tn2, an2 = rd + 0x180, rd + 0x1c0, rd + 0x2c0
