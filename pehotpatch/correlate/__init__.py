@@ -12,7 +12,7 @@ Order of evidence, strongest first; every pair records how it was made:
    functions; their call sequences are aligned on the callees already known, and an
    unpaired callee that is the only one between the same two known calls on both
    sides pairs with its counterpart, when every such vote agrees
-   (:mod:`pehotpatch.callsites`).
+   (:mod:`pehotpatch.correlate.callsites`).
 5. ``order``: between two paired neighbours, runs of unpaired functions pair in
    address order (equal runs one to one, others along functions of similar size that
    have no other candidate of similar size in the run).
@@ -26,7 +26,7 @@ conservatively; a wrong pair would compare a function with another's code.
 
 The same alignment votes induce a map for unnamed data (``data_map``), so data
 referenced without a symbol compares by identity rather than by address; data reached
-only through pointers in mapped data is added by those pointers (:mod:`pehotpatch.datamap`).
+only through pointers in mapped data is added by those pointers (:mod:`pehotpatch.correlate.datamap`).
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from pehotpatch import callsites
 from pehotpatch.codemap import KIND_CODES, FuncCode
-from pehotpatch.datamap import pointer_targets
-from pehotpatch.dllrenames import import_renames
+from pehotpatch.correlate import callsites
+from pehotpatch.correlate.datamap import pointer_targets
+from pehotpatch.correlate.dllrenames import import_renames
+from pehotpatch.correlate.order import align, in_order, sole_match
 from pehotpatch.image.symbols import Function, Global, SymbolIndex
-from pehotpatch.order import align, in_order, sole_match
 from pehotpatch.vocab import RefKind
 
 _SUFFIX = re.compile(r"(\.(cold|part|isra|constprop|llvm|lto_priv|localalias)(\.\d+)*)+$")
@@ -265,7 +265,7 @@ class _Pairer:
 
     def by_call_sites(self, revise: frozenset[str] = frozenset()) -> int:
         """Pair unpaired callees by the aligned call sequences of paired callers
-        (:mod:`pehotpatch.callsites`); only unanimous votes between comparable code.
+        (:mod:`pehotpatch.correlate.callsites`); only unanimous votes between comparable code.
 
         Pairs made by a method in ``revise`` count as unpaired here, and a vote against
         one of them undoes it: run after ``order``, the call sites of callers paired by
