@@ -78,13 +78,21 @@ class Library:
     defines: tuple[str, ...]
     releases: tuple[Release, Release]
     includes: tuple[str, ...] = (".",)  # relative to root
+    exports: tuple[str, ...] = ()  # exported by the linker (/export:), for a library that does not dllexport
+
+    excludes: tuple[str, ...] = ()  # source files (relative to root) that are not part of the library
 
     def source_files(self, src: Path) -> list[str]:
-        return sorted({str(p.relative_to(src)) for pat in self.sources for p in src.glob(pat)})
+        return sorted({str(p.relative_to(src)) for pat in self.sources for p in src.glob(pat)} - set(self.excludes))
 
 
 BROTLI_API = ("BROTLI_SHARED_COMPILATION", "BROTLICOMMON_SHARED_COMPILATION", "BROTLIDEC_SHARED_COMPILATION",
               "BROTLIENC_SHARED_COMPILATION")
+
+PPMD_API = ("Ppmd7_Construct", "Ppmd7_Alloc", "Ppmd7_Free", "Ppmd7_Init", "Ppmd7z_RangeDec_Init",
+            "Ppmd7_DecodeSymbol", "Ppmd7z_RangeEnc_Init", "Ppmd7z_RangeEnc_FlushData", "Ppmd7_EncodeSymbol",
+            "Ppmd8_Construct", "Ppmd8_Alloc", "Ppmd8_Free", "Ppmd8_Init", "Ppmd8_RangeDec_Init",
+            "Ppmd8_DecodeSymbol", "Ppmd8_RangeEnc_Init", "Ppmd8_RangeEnc_FlushData", "Ppmd8_EncodeSymbol")
 
 LIBRARIES = (
     Library("lz4", "lz4libs", ("lz4.c", "lz4hc.c", "lz4frame.c", "xxhash.c"), ("LZ4_DLL_EXPORT=1",),
@@ -93,6 +101,14 @@ LIBRARIES = (
             (Release("xxhash", "3.0.0", "0.8.1"), Release("xxhash", "3.4.1", "0.8.2"))),
     Library("brotli", "c", ("common/*.c", "dec/*.c", "enc/*.c"), BROTLI_API,
             (Release("Brotli", "1.0.9", "1.0.9"), Release("Brotli", "1.1.0", "1.1.0")), includes=("include",)),
+    # PPMd var.H and var.I (7-Zip's Ppmd7/Ppmd8); the API is not dllexported, the linker exports it
+    Library("ppmd", "src/lib/ppmd", ("Ppmd7.c", "Ppmd7Dec.c", "Ppmd7Enc.c", "Ppmd8.c", "Ppmd8Dec.c", "Ppmd8Enc.c"), (),
+            (Release("pyppmd", "1.1.0", "1.1.0"), Release("pyppmd", "1.1.1", "1.1.1")), exports=PPMD_API),
+    Library("cmark-gfm", "", ("third_party/cmark/src/*.c", "third_party/cmark/extensions/*.c"),
+            ("libcmark_gfm_EXPORTS", "libcmark_gfm_extensions_EXPORTS"),
+            (Release("cmarkgfm", "2022.10.27", "0.29.0.gfm.6"), Release("cmarkgfm", "2024.1.14", "0.29.0.gfm.13")),
+            includes=("third_party/cmark/src", "third_party/cmark/extensions", "generated/windows"),
+            excludes=("third_party/cmark/src/main.c",)),
 )
 
 SUPPORT_C = r"""
@@ -123,6 +139,9 @@ unsigned long long _byteswap_uint64(unsigned long long v);
 unsigned int _rotl(unsigned int v, int s);
 unsigned long long _rotl64(unsigned long long v, int s);
 void exit(int status);
+void abort(void);
+void qsort(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *));
+void *bsearch(const void *key, const void *base, size_t n, size_t size, int (*cmp)(const void *, const void *));
 #define EXIT_FAILURE 1
 """,
     "string.h": """#pragma once
@@ -133,7 +152,14 @@ void *memset(void *d, int c, size_t n);
 int memcmp(const void *a, const void *b, size_t n);
 void *memchr(const void *s, int c, size_t n);
 size_t strlen(const char *s);
+char *strchr(const char *s, int c);
+char *strstr(const char *s, const char *t);
+char *strcpy(char *d, const char *s);
+int strcmp(const char *a, const char *b);
+int strncmp(const char *a, const char *b, size_t n);
+int _strnicmp(const char *a, const char *b, size_t n);
 """,
+    "ctype.h": "#pragma once\nint tolower(int c);\n",
     "memory.h": "#pragma once\n#include <string.h>\n",
     "math.h": """#pragma once
 double log2(double x);
@@ -146,6 +172,9 @@ int fprintf(FILE *f, const char *fmt, ...);
 FILE *__acrt_iob_func(unsigned i);
 #define stderr (__acrt_iob_func(2))
 int fflush(FILE *f);
+size_t fread(void *p, size_t size, size_t n, FILE *f);
+size_t fwrite(const void *p, size_t size, size_t n, FILE *f);
+int snprintf(char *s, size_t n, const char *fmt, ...);
 """,
     "assert.h": "#pragma once\n#define assert(x) ((void)0)\n",
     "malloc.h": "#pragma once\n#include <stdlib.h>\n",
@@ -156,11 +185,17 @@ typedef _JBTYPE jmp_buf[16];
 }
 
 CRT_DEFS = {
-    "vcruntime140": ("vcruntime140.dll", ("memcpy", "memmove", "memset", "memcmp", "memchr", "strlen")),
+    "vcruntime140": ("vcruntime140.dll", ("memcpy", "memmove", "memset", "memcmp", "memchr", "strlen", "strchr",
+                                       "strstr")),
     "ucrt_heap": ("api-ms-win-crt-heap-l1-1-0.dll", ("malloc", "calloc", "realloc", "free")),
     "ucrt_math": ("api-ms-win-crt-math-l1-1-0.dll", ("log2",)),
-    "ucrt_runtime": ("api-ms-win-crt-runtime-l1-1-0.dll", ("exit",)),
-    "ucrt_stdio": ("api-ms-win-crt-stdio-l1-1-0.dll", ("__acrt_iob_func", "fflush")),
+    "ucrt_runtime": ("api-ms-win-crt-runtime-l1-1-0.dll", ("exit", "abort")),
+    # snprintf is inline in the real stdio.h (over __stdio_common_vsprintf): a stand-in import here
+    "ucrt_stdio": ("api-ms-win-crt-stdio-l1-1-0.dll", ("__acrt_iob_func", "fflush", "fprintf", "fwrite",
+                                                        "fread", "snprintf")),
+    "ucrt_string": ("api-ms-win-crt-string-l1-1-0.dll", ("strcpy", "strcmp", "strncmp", "_strnicmp",
+                                                         "tolower")),
+    "ucrt_utility": ("api-ms-win-crt-utility-l1-1-0.dll", ("qsort", "bsearch")),
 }
 
 
@@ -206,7 +241,7 @@ def fetch(rel: Release, lib: Library) -> Path:
     found = archives()
     if not found:
         raise RuntimeError(f"pip download gave no sdist for {rel.package}=={rel.version}")
-    prefix = f"{rel.package}-{rel.version}/{lib.root}/"
+    prefix = "/".join(x for x in (f"{rel.package}-{rel.version}", lib.root) if x) + "/"
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -261,9 +296,13 @@ def build(lib: Library, src: Path, out: Path, name: str, functions_file: Path | 
         (work / f"{stem}.def").write_text(f"LIBRARY {dll}\nEXPORTS\n" + "".join(f"{n}\n" for n in names))
         _run([DLLTOOL, "-m", "i386:x86-64", "-d", f"{stem}.def", "-l", f"{stem}.lib"], work)
         libs.append(f"{stem}.lib")
+    # clang-22 defines __ref_X in every object whose listed functions reach X, each as a weak
+    # external with a default of its own; lld-link-22 calls those duplicates (they are the same
+    # pointer to X), so the intermediate is linked with /force:multiple and keeps the first
+    force = ["/force:multiple"] if functions_file is not None else []
     _run([LLD, "/nologo", "/dll", "/machine:x64", "/entry:DllMain", "/nodefaultlib", "/noimplib", "/debug",
-          f"/pdb:{name}.pdb", "/pdbaltpath:%_PDB%", "/Brepro", "/functionpadmin:6", "/hotpatchcompatible",
-          f"/out:{name}.dll", *objs, *libs], work)
+          f"/pdb:{name}.pdb", "/pdbaltpath:%_PDB%", "/Brepro", "/functionpadmin:6", "/hotpatchcompatible", *force,
+          f"/out:{name}.dll", *(f"/export:{e}" for e in lib.exports), *objs, *libs], work)
     for ext in ("dll", "pdb"):
         shutil.copy2(work / f"{name}.{ext}", out / f"{name}.{ext}")
     objdir = out / f"{name}.objs"
