@@ -402,6 +402,45 @@ def test_globals_pair_by_name_and_module(image):
     assert [x.name for x in corr.added_globals] == ["new"]
 
 
+
+def test_modules_compare_by_object_name_across_build_directories(image):
+    # The PDB records each object's full path; the fix is built in another directory.
+    b = [fn("helper", 0x1000, module="C:/src/base.build/a.obj"), fn("helper", 0x1100, module="C:/src/base.build/b.obj")]
+    n = [fn("helper", 0x2000, module="D:\\fix\\B.obj"), fn("helper", 0x2100, module="D:\\fix\\a.obj")]
+    bg = [Global("state", 0x5000, 4, ".data", True, {"test"}, module="C:/src/base.build/a.obj"),
+          Global("state", 0x5004, 4, ".data", True, {"test"}, module="C:/src/base.build/b.obj")]
+    ng = [Global("state", 0x6000, 4, ".data", True, {"test"}, module="D:\\fix\\b.obj"),
+          Global("state", 0x6004, 4, ".data", True, {"test"}, module="D:\\fix\\a.obj")]
+    corr = correlate(index(image, b, bg), index(image, n, ng), {}, {})
+    assert corr.function_map == {0x1000: 0x2100, 0x1100: 0x2000}
+    assert corr.global_map == {0x5000: 0x6004, 0x5004: 0x6000}
+
+
+def test_function_level_statics_of_one_name_pair_by_the_functions_using_them(image):
+    # re2c gives each scanner its own `static const unsigned char yybm[]`, all named
+    # `yybm` in one object. The new build adds a scanner (and its table) before the
+    # others, so address order would give each scanner its neighbour's table.
+    def t(rva: int) -> Global:
+        return Global("yybm", rva, 256, ".rdata", False, {"test"}, module="scanners.obj")
+
+    b = [fn("scan_a", 0x1000, module="scanners.obj"), fn("scan_b", 0x1100, module="scanners.obj")]
+    n = [fn("scan_new", 0x2000, module="scanners.obj"), fn("scan_a", 0x2100, module="scanners.obj"),
+         fn("scan_b", 0x2200, module="scanners.obj")]
+    bg, ng = [t(0x5000), t(0x5100)], [t(0x6000), t(0x6100), t(0x6200)]
+    bc = {0x1000: code(b[0], "a", ((4, DATA, 0x5000 + 0x20),)),  # a displacement into the table
+          0x1100: code(b[1], "b", ((4, DATA, 0x5100), (9, CALL, 0x1000)))}
+    nc = {0x2000: code(n[0], "new", ((4, DATA, 0x6000),)),
+          0x2100: code(n[1], "a", ((4, DATA, 0x6100 + 0x20),)),
+          # scan_b changed: one reference more, but still one table of that name
+          0x2200: code(n[2], "b2", ((4, DATA, 0x6200), (9, CALL, 0x2100), (14, CALL, 0x2000)))}
+    corr = correlate(index(image, b, bg), index(image, n, ng), bc, nc)
+    assert corr.global_map == {0x5000: 0x6100, 0x5100: 0x6200}
+    assert [g.rva for g in corr.added_globals] == [0x6000]
+    # Without a function that tells them apart, address order as before.
+    corr = correlate(index(image, [], bg), index(image, [], ng), {}, {})
+    assert corr.global_map == {0x5000: 0x6000, 0x5100: 0x6100}
+
+
 def _imports(dll: str, names: list[str], at: int) -> list[Import]:
     return [Import(dll, nm, None, at + 8 * i) for i, nm in enumerate(names)]
 

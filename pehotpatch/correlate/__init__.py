@@ -40,6 +40,7 @@ from pehotpatch.codemap import KIND_CODES, FuncCode
 from pehotpatch.correlate import callsites
 from pehotpatch.correlate.datamap import pointer_targets
 from pehotpatch.correlate.dllrenames import import_renames
+from pehotpatch.correlate.globals import module_key, pair_globals, reference_votes
 from pehotpatch.correlate.order import align, in_order, sole_match
 from pehotpatch.image.symbols import Function, Global, SymbolIndex
 from pehotpatch.vocab import RefKind
@@ -157,13 +158,14 @@ class _Pairer:
             if len(bl) == 1 and len(nl) == 1:
                 self.pair(bl[0], nl[0], "name")
                 continue
-            # Same name in several modules (static functions): by module, then order.
+            # Same name in several modules (static functions): by module (its object's
+            # file name: the builds may be in different directories), then order.
             by_mod = defaultdict(list)
             for f in nl:
-                by_mod[f.module].append(f)
+                by_mod[module_key(f.module)].append(f)
             rest_b = []
             for f in bl:
-                cand = [c for c in by_mod.get(f.module, []) if c.rva not in self.rfmap]
+                cand = [c for c in by_mod.get(module_key(f.module), []) if c.rva not in self.rfmap]
                 if f.module is not None and len(cand) == 1:
                     self.pair(f, cand[0], "name")
                 else:
@@ -485,23 +487,11 @@ def correlate(base: SymbolIndex, new: SymbolIndex,
             corr.functions.append(FunctionPair(f, nby[n], p.method[f.rva]))
     corr.added_functions = [f for f in new.functions if f.rva not in p.rfmap]
 
-    # Globals: by canonical name; __ref_ slots are hot-patch plumbing and pair like any.
-    nglob: dict[str, list[Global]] = defaultdict(list)
-    for g in new.globals:
-        nglob[canonical_name(g.name)].append(g)
-    taken: set[int] = set()
-    for g in base.globals:
-        cands = [c for c in nglob.get(canonical_name(g.name), []) if c.rva not in taken]
-        if g.module is not None and len(cands) > 1:
-            cands = [c for c in cands if c.module == g.module] or cands
-        if cands:
-            c = cands[0]
-            taken.add(c.rva)
-            corr.globals.append(GlobalPair(g, c, "name"))
-            corr.global_map[g.rva] = c.rva
-        else:
-            corr.removed_globals.append(g)
-    corr.added_globals = [g for g in new.globals if g.rva not in taken]
+    # Globals: by name; homonyms in one module by the functions that reference them.
+    gp = pair_globals(base, new, canonical_name, reference_votes(base, new, p.fmap, bcode, ncode, canonical_name))
+    corr.globals = [GlobalPair(b, n, "name") for b, n in gp.pairs]
+    corr.global_map = {b.rva: n.rva for b, n in gp.pairs}
+    corr.removed_globals, corr.added_globals = gp.removed, gp.added
     # Unnamed data that only other data points at, by those pointers.
     corr.data_map.update(pointer_targets(base, new, {**corr.data_map, **corr.global_map}))
     return corr
