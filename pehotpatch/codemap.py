@@ -216,6 +216,8 @@ def _shared(worker: Callable[[_J], Any], work: Sequence[_J], jobs: int) -> list[
         try:
             run(done)
             conn.send_bytes(marshal.dumps(done))
+        except BaseException:
+            pass  # the parent does this fork's jobs again (and meets the error, if any)
         finally:
             conn.close()
 
@@ -227,7 +229,14 @@ def _shared(worker: Callable[[_J], Any], work: Sequence[_J], jobs: int) -> list[
         send.close()
         forks.append((proc, recv))
     results: dict[int, Any] = {}
-    run(results)
+    try:
+        run(results)
+    except BaseException:
+        for proc, recv in forks:
+            proc.terminate()
+            recv.close()
+            proc.join()
+        raise
     for proc, recv in forks:
         try:
             results.update(marshal.loads(recv.recv_bytes()))
@@ -253,7 +262,8 @@ def build_codemaps(indexes: Sequence[SymbolIndex], *, jobs: int | None = None) -
     out: list[dict[int, FuncCode]] = [{} for _ in indexes]
     reuse = (len(indexes) == 2 and indexes[0].image.machine is indexes[1].image.machine
              and indexes[0].image.machine is not Machine.ARM64)
-    parallel = jobs > 1 and total >= 2000 and "fork" in multiprocessing.get_all_start_methods()
+    parallel = (jobs > 1 and total >= 2000 and "fork" in multiprocessing.get_all_start_methods()
+                and not multiprocessing.current_process().daemon)  # a daemon may not fork workers
     if not parallel:
         if reuse:
             done = [_code_with_template(indexes[1].image, f) for f in indexes[1].functions]

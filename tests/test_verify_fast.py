@@ -167,3 +167,19 @@ def test_shared_jobs_of_a_fork_that_dies_are_done_here():
         return [j, "here"]
 
     assert _shared(work, list(range(50)), 2) == [[j, "here"] for j in range(50)]
+
+
+def test_shared_error_in_a_job_is_raised_here_once(capfd):
+    import time
+
+    from pehotpatch.codemap import _shared
+
+    def work(j):
+        time.sleep(0.002)
+        if j == 37:
+            raise ValueError(f"job {j}")
+        return j
+
+    with pytest.raises(ValueError, match="job 37"):
+        _shared(work, list(range(60)), 2)
+    assert "Traceback" not in capfd.readouterr().err  # the fork leaves it to this process
