@@ -262,6 +262,62 @@ def test_order_refuses_functions_calling_disjoint_known_functions(image):
     assert "sub_1100" not in pairs(corr)
 
 
+
+def test_callers_that_disagree_evenly_pair_nothing_by_call_graph(image):
+    # `p` calls the unnamed function where it called sub_1100 before, `q` calls another
+    # one there (cmark-gfm's cmark_parser_finish, whose inlined helper's calls shifted
+    # by one, against cmark_parser_free): one vote each is no evidence.
+    b = [fn("k", 0x1000), fn("p", 0x1040), fn("q", 0x1080), fn("sub_1100", 0x1100)]
+    n = [fn("k", 0x2000), fn("p", 0x2040), fn("q", 0x2080), fn("sub_2100", 0x2100), fn("sub_2200", 0x2200)]
+    bc = {0x1040: code(b[1], "p", calls(0x1000, 0x1100)), 0x1080: code(b[2], "q", calls(0x1000, 0x1100))}
+    nc = {0x2040: code(n[1], "p", calls(0x2000, 0x2100)), 0x2080: code(n[2], "q", calls(0x2000, 0x2200))}
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert "sub_1100" not in pairs(corr)
+    # A third caller on the side of `p` makes a majority.
+    b.append(fn("r", 0x1300))
+    n.append(fn("r", 0x2300))
+    bc[0x1300], nc[0x2300] = code(b[-1], "r", calls(0x1000, 0x1100)), code(n[-1], "r", calls(0x2000, 0x2100))
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert pairs(corr)["sub_1100"] == ("sub_2100", "call-graph")
+
+
+def test_order_pairs_a_function_of_the_same_shape_that_its_caller_calls_elsewhere(image):
+    # `big` calls sub_1100 between k1 and k2, and its counterpart between k2 and k3: the
+    # call places say "not one function", which would veto the order pair; a function of
+    # the same size and instruction count at the same place in the run is paired anyway.
+    def layout(size: int) -> tuple[list[Function], list[Function]]:
+        b = [fn("k1", 0x1000), fn("sub_1100", 0x1100), fn("k2", 0x1200), fn("k3", 0x1300), fn("big", 0x1400)]
+        n = [fn("k1", 0x2000), fn("sub_2100", 0x2100, size), fn("k2", 0x2200), fn("k3", 0x2300), fn("big", 0x2400)]
+        return b, n
+
+    b, n = layout(0x40)
+    bc = {0x1100: code(b[1], "s1"), 0x1400: code(b[4], "big1", calls(0x1000, 0x1100, 0x1200, 0x1300))}
+    nc = {0x2100: code(n[1], "s2"), 0x2400: code(n[4], "big2", calls(0x2000, 0x2200, 0x2100, 0x2300))}
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert pairs(corr)["sub_1100"] == ("sub_2100", "order")
+    b, n = layout(0x48)  # another size: the call places still veto
+    nc[0x2100] = code(n[1], "s2")
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert "sub_1100" not in pairs(corr)
+
+
+def test_unnamed_data_maps_by_unchanged_code_first(image):
+    # `same` is unchanged and names the data at 0x5000 / 0x6000; two patched functions
+    # read it through a __ref_-like slot at 0x6100 instead. Their votes outnumber the
+    # unchanged one but only count for data no unchanged code names.
+    b = [fn("same", 0x1000), fn("p1", 0x1100), fn("p2", 0x1200)]
+    n = [fn("same", 0x2000), fn("p1", 0x2100), fn("p2", 0x2200)]
+    bc = {0x1000: code(b[0], "same", ((4, DATA, 0x5000),)),
+          0x1100: code(b[1], "p1", ((4, DATA, 0x5000), (9, DATA, 0x5100))),
+          0x1200: code(b[2], "p2", ((4, DATA, 0x5000), (9, CALL, 0x1000)))}
+    nc = {0x2000: code(n[0], "same", ((4, DATA, 0x6000),)),
+          0x2100: code(n[1], "p1'", ((4, DATA, 0x6100), (9, DATA, 0x6200))),
+          0x2200: code(n[2], "p2'", ((4, DATA, 0x6100), (9, CALL, 0x2000)))}
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert corr.data_map[0x5000] == 0x6000
+    assert corr.data_map[0x5100] == 0x6200  # named by changed code only
+
+
 def test_order_leaves_look_alikes_of_unequal_runs_unpaired(image):
     # Three instantiations of one template became five, all of about the same size: the
     # in-order alignment would pair the first two with the first two, a guess.

@@ -214,7 +214,8 @@ class _Pairer:
         """Pair unpaired functions referenced at the same positions by paired ones;
         with ``data``, also rebuild the map of unnamed data addresses."""
         fvotes: dict[tuple[int, int], int] = defaultdict(int)
-        dvotes: dict[tuple[int, int], int] = defaultdict(int)
+        # data votes of pairs with the same code, and of the others (see below)
+        dvotes: tuple[dict[tuple[int, int], int], dict[tuple[int, int], int]] = (defaultdict(int), defaultdict(int))
         bstarts, nstarts = self.base.function_by_rva, self.new.function_by_rva
         fmap, rfmap = self.fmap, self.rfmap
         # Without ``data``, only pairs that still reference unpaired functions can vote;
@@ -239,15 +240,23 @@ class _Pairer:
                         fvotes[tb, tn] += 1
                         pending = True
                 elif data and tn not in nstarts:
-                    dvotes[tb, tn] += 1
+                    dvotes[cb.digest != cn.digest][tb, tn] += 1
             if not pending:
                 self._settled.add(brva)
         made = 0
-        for tb, tn in callsites.majority(fvotes):
+        # A tie is two callers that disagree (cmark-gfm's `cmark_parser_finish` inlines a
+        # changed helper whose calls shift by one; `cmark_parser_free` still calls the
+        # same function where it did): no evidence either way.
+        for tb, tn in callsites.majority(fvotes, strict=True):
             if tb not in fmap and tn not in rfmap:
                 made += self.pair(bstarts[tb], nstarts[tn], "call-graph")
         if data:
-            self.dmap = dict(callsites.majority(dvotes))
+            # Code that is the same in both builds names the same data at the same place;
+            # changed code may not (a patched function reads a global through its
+            # __ref_ slot where the base read it directly), so its votes only count for
+            # data that no unchanged code names.
+            same = dict(callsites.majority(dvotes[0]))
+            self.dmap = {tb: tn for tb, tn in callsites.majority(dvotes[1]) if tb not in same} | same
         return made
 
     # -- 4. call sites ----------------------------------------------------------------------
@@ -378,7 +387,7 @@ class _Pairer:
             else:
                 continue
             for b, n in pairs:
-                if not self._contradicted(b, n):
+                if not self._contradicted(b, n, placement=not self._same_shape(b, n)):
                     made += self.pair(b, n, "order")
         return made
 
@@ -393,10 +402,21 @@ class _Pairer:
             return False
         return abs(cb.n_insns - cn.n_insns) <= max(2, 0.04 * max(cb.n_insns, cn.n_insns))
 
-    def _contradicted(self, b: Function, n: Function) -> bool:
+    def _same_shape(self, b: Function, n: Function) -> bool:
+        """The same size and instruction count: a function whose code changed only in
+        what it references (or not at all), at its place in the run."""
+        cb, cn = self.bcode.get(b.rva), self.ncode.get(n.rva)
+        return cb is not None and cn is not None and b.size == n.size and cb.n_insns == cn.n_insns
+
+    def _contradicted(self, b: Function, n: Function, *, placement: bool = True) -> bool:
         """The call graph speaks against pairing ``b`` with ``n``: both are referenced by
         paired functions but by no common pair, or both reference known functions
-        (paired ones, imports) but no common one."""
+        (paired ones, imports) but no common one; with ``placement``, also when every
+        common caller calls them at different places (:func:`callsites.placed_apart`).
+        That last one reads the order of calls, which a large caller full of inlined
+        code can shuffle: cmark-gfm's `cmark_parse_inlines` calls `make_literal` and
+        `adjust_subj_node_newlines`, unchanged in size and instruction count, two known
+        calls earlier in 0.29.0.gfm.13; so it does not veto a pair of the same shape."""
         if self._callers is None:
             bs, ns = self.base.function_by_rva, self.new.function_by_rva
             self._callers = (callsites.callers(((r, c.refs) for r, c in self.bcode.items()), bs),
@@ -410,7 +430,7 @@ class _Pairer:
             return True
         bs, ns = self.base.function_by_rva, self.new.function_by_rva
         apart = []
-        for c in sorted(by_b & by_n):
+        for c in sorted(by_b & by_n) if placement else ():
             cb, cn = self.bcode[self.rfmap[c]], self.ncode[c]
             if (any(x and x[1] == b.rva for t in self._cases(True, self.rfmap[c], cb) for x in t)
                     or any(x and x[1] == n.rva for t in self._cases(False, c, cn) for x in t)):

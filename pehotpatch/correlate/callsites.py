@@ -221,11 +221,16 @@ def table_votes(bcases: list[list[tuple[int, int] | None]], ncases: list[list[tu
     return out
 
 
-def majority(votes: dict[tuple[int, int], int]) -> list[tuple[int, int]]:
-    """For each base address, the new address with the most votes (ties: the lowest)."""
+def majority(votes: dict[tuple[int, int], int], *, strict: bool = False) -> list[tuple[int, int]]:
+    """For each base address, the new address with the most votes (ties: the lowest;
+    with ``strict``, a tie is no answer)."""
     best: dict[int, tuple[int, int]] = {}
-    for (tb, tn), v in votes.items():
+    tied: set[int] = set()
+    for (tb, tn), v in sorted(votes.items()):
         cur = best.get(tb)
-        if cur is None or v > cur[0] or (v == cur[0] and tn < cur[1]):
+        if cur is None or v > cur[0]:
             best[tb] = (v, tn)
-    return sorted((tb, tn) for tb, (_, tn) in best.items())
+            tied.discard(tb)
+        elif v == cur[0]:
+            tied.add(tb)
+    return sorted((tb, tn) for tb, (_, tn) in best.items() if not (strict and tb in tied))
