@@ -45,9 +45,13 @@ def test_every_machine_is_covered():
     assert len(PAIRS) >= 30
 
 
+@pytest.mark.parametrize("listed", [True, False], ids=["functions-file", "pdb-and-code-only"])
 @pytest.mark.parametrize("d", PAIRS, ids=lambda d: f"{d.parent.name}/{d.name}")
-def test_plan_equals_the_whole_diffs_plan(d):
-    whole, p_whole, scoped, p_scoped = _both(d / "base.dll", d / "intermediate.dll", _functions_file(d))
+def test_plan_equals_the_whole_diffs_plan(d, listed):
+    """With the functions file, and with only what the PDB and the code say (S_HOTPATCHFUNC
+    records, functions reading __ref_ slots)."""
+    whole, p_whole, scoped, p_scoped = _both(d / "base.dll", d / "intermediate.dll",
+                                             _functions_file(d) if listed else None)
     assert p_scoped.to_json() == p_whole.to_json()
     # Every pair of the hot-patch set was compared, with the whole diff's result; the
     # others were not, so a scoped diff says so.
