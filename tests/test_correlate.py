@@ -216,15 +216,16 @@ def test_call_sites_that_disagree_pair_nothing(image):
 
 
 def test_a_rename_at_the_same_call_site_is_not_paired(image):
-    # The only caller calls one unnamed function at the same place in both builds, with
-    # the same shape, so the call graph votes for the pair; but the new function is 3
-    # times the size (a different function that took the old one's place): no pair, by
-    # neither the vote nor order (which would pair them: one function between the same
-    # two neighbours, within a factor of 4).
+    # The only caller, whose code changed (as Brotli's caller of the renamed
+    # BrotliInitEncoderDictionary did), calls one unnamed function at the same place in
+    # both builds, with the same shape, so the call graph votes for the pair; but the new
+    # function is 3 times the size (a different function that took the old one's place):
+    # no pair, by neither the vote nor order (which would pair them: one function between
+    # the same two neighbours, within a factor of 4).
     b = [fn("main", 0x1000), fn("sub_1100", 0x1100, 0x40), fn("last", 0x1200)]
     n = [fn("main", 0x2000), fn("sub_2100", 0x2100, 0xc0), fn("last", 0x2200)]
     bc = {0x1000: code(b[0], "main", calls(0x1200, 0x1100)), 0x1100: code(b[1], "init")}
-    nc = {0x2000: code(n[0], "main", calls(0x2200, 0x2100)), 0x2100: code(n[1], "init_shared")}
+    nc = {0x2000: code(n[0], "main'", calls(0x2200, 0x2100)), 0x2100: code(n[1], "init_shared")}
     corr = correlate(index(image, b), index(image, n), bc, nc)
     assert "sub_1100" not in pairs(corr)
     assert [f.name for f in corr.removed_functions] == ["sub_1100"]
@@ -232,6 +233,18 @@ def test_a_rename_at_the_same_call_site_is_not_paired(image):
     # Within a factor of two it is the same function whose code grew: paired.
     n2 = [fn("main", 0x2000), fn("sub_2100", 0x2100, 0x70), fn("last", 0x2200)]
     corr = correlate(index(image, b), index(image, n2), bc, nc)
+    assert pairs(corr)["sub_1100"] == ("sub_2100", "call-graph")
+
+
+def test_unchanged_code_pairs_what_it_references_however_much_that_changed(image):
+    # The caller is the same code in both builds (cmark-gfm's create_autolink_extension,
+    # registering its `postprocess` callback, which grew from 193 to 1,900 bytes): the
+    # function it references at the same place is the same one, whatever its size.
+    b = [fn("main", 0x1000), fn("sub_1100", 0x1100, 0x40), fn("last", 0x1200)]
+    n = [fn("main", 0x2000), fn("sub_2100", 0x2100, 0x400), fn("last", 0x2200)]
+    bc = {0x1000: code(b[0], "main", calls(0x1200, 0x1100, kind=DATA)), 0x1100: code(b[1], "cb")}
+    nc = {0x2000: code(n[0], "main", calls(0x2200, 0x2100, kind=DATA)), 0x2100: code(n[1], "cb'")}
+    corr = correlate(index(image, b), index(image, n), bc, nc)
     assert pairs(corr)["sub_1100"] == ("sub_2100", "call-graph")
 
 

@@ -109,16 +109,17 @@ class _Pairer:
         self._spoken_n: set[int] = set()
         self._callers: tuple[dict[int, set[int]], dict[int, set[int]]] | None = None
 
-    def pair(self, b: Function, n: Function, method: str) -> bool:
+    def pair(self, b: Function, n: Function, method: str, *, likeness: bool = True) -> bool:
         """Pair ``b`` with ``n`` unless either is paired already or, for any evidence
         but the name itself, both have names and no name in common (a function renamed
         between the builds is removed and added, not changed); call-graph, call-site and
-        order evidence also need comparable code (:meth:`comparable`)."""
+        order evidence also need comparable code (:meth:`comparable`), unless ``likeness``
+        is off."""
         if b.rva in self.fmap or n.rva in self.rfmap:
             return False
         if method != "name" and _named_apart(b, n):
             return False
-        if method in _NEEDS_LIKENESS and not self.comparable(b, n):
+        if method in _NEEDS_LIKENESS and likeness and not self.comparable(b, n):
             # The call graph names a counterpart too unlike to be the same function (a
             # rename that kept its callers): neither is for order to pair with a third.
             self._spoken_b.add(b.rva)
@@ -214,6 +215,7 @@ class _Pairer:
         """Pair unpaired functions referenced at the same positions by paired ones;
         with ``data``, also rebuild the map of unnamed data addresses."""
         fvotes: dict[tuple[int, int], int] = defaultdict(int)
+        fsame: dict[tuple[int, int], int] = defaultdict(int)  # the votes of unchanged code
         # data votes of pairs with the same code, and of the others (see below)
         dvotes: tuple[dict[tuple[int, int], int], dict[tuple[int, int], int]] = (defaultdict(int), defaultdict(int))
         bstarts, nstarts = self.base.function_by_rva, self.new.function_by_rva
@@ -238,12 +240,22 @@ class _Pairer:
                 if tb in bstarts:
                     if tn in nstarts and tb not in fmap and tn not in rfmap:
                         fvotes[tb, tn] += 1
+                        if cb.digest == cn.digest:
+                            fsame[tb, tn] += 1
                         pending = True
                 elif data and tn not in nstarts:
                     dvotes[cb.digest != cn.digest][tb, tn] += 1
             if not pending:
                 self._settled.add(brva)
         made = 0
+        # Code that is the same in both builds references the same function at the same
+        # place, however much that function changed: cmark-gfm's `postprocess` callback
+        # grows from 193 to 1,900 bytes (it absorbs a helper), and the unchanged
+        # `create_autolink_extension` that registers it says which one it is. So these
+        # votes pair without the likeness that other call-graph votes need.
+        for tb, tn in callsites.majority(fsame, strict=True):
+            if tb not in fmap and tn not in rfmap:
+                made += self.pair(bstarts[tb], nstarts[tn], "call-graph", likeness=False)
         # A tie is two callers that disagree (cmark-gfm's `cmark_parser_finish` inlines a
         # changed helper whose calls shift by one; `cmark_parser_free` still calls the
         # same function where it did): no evidence either way.
