@@ -2,8 +2,8 @@
 
 The ground truth (tools/realcode_truth.py) is checked first on the committed x64
 samples, whose expected changed-function lists were established with
-samples/objdiff.py (llvm-objdump-22 on the objects), then used on the smallest
-real-code pair (xxHash 0.8.1 -> 0.8.2, downloaded and built here): pehp diff with
+samples/objdiff.py (llvm-objdump-22 on the objects), then used on the two smallest
+real-code pairs (xxHash 0.8.1 -> 0.8.2 and PPMd 1.1.0 -> 1.1.1, downloaded and built here): pehp diff with
 PDBs must find every changed function and report nothing else.
 """
 
@@ -93,26 +93,40 @@ def test_a_renamed_function_is_removed_and_added_not_paired():
     assert sorted(f.name for f in corr.added_functions) == ["InitNew", "TwinRenamed"]
 
 
+# PPMd 1.1.0 -> 1.1.1 (pyppmd): Arch.h turns `Bool` from `int` into `_Bool`; the
+# functions that return or take a Bool, and the callers that pass True/False, change.
+PPMD_CHANGED = ["Ppmd7:CreateSuccessors", "Ppmd7:UpdateModel", "Ppmd7_Alloc", "Ppmd7z_RangeDec_Init",
+                "Ppmd8:CreateSuccessors", "Ppmd8:UpdateModel", "Ppmd8_Alloc", "Ppmd8_RangeDec_Init"]
+
+
 @pytest.mark.network
 @pytest.mark.toolchain
-def test_xxhash_recall_and_false_positives(tmp_path):
-    """xxHash 0.8.1 -> 0.8.2: the truth's changed functions, the intermediate built with
-    them as its list, and pehp diff (with PDBs) finding all of them and nothing else."""
+@pytest.mark.parametrize("name", ["xxhash", "ppmd"])
+def test_recall_and_false_positives(name, tmp_path):
+    """xxHash 0.8.1 -> 0.8.2 and PPMd 1.1.0 -> 1.1.1, the two smallest pairs: the
+    truth's changed functions, the intermediate built with them as its list, and pehp
+    diff (with PDBs) finding all of them and nothing else."""
     if not have_toolchain() or shutil.which(realcode.DLLTOOL) is None:
         pytest.skip("needs clang-cl-22, lld-link-22 and llvm-dlltool-22")
-    lib = next(x for x in realcode.LIBRARIES if x.name == "xxhash")
+    lib = next(x for x in realcode.LIBRARIES if x.name == name)
     try:
         for rel in lib.releases:
             realcode.fetch(rel, lib)
     except (subprocess.CalledProcessError, RuntimeError) as exc:
         if os.environ.get("CI") == "true":
             raise
-        pytest.skip(f"cannot download the xxHash sdists: {exc}")
+        pytest.skip(f"cannot download the {name} sdists: {exc}")
     truth, truth_inter, unlisted, ff = realcode.build_pair(lib, tmp_path)
     listed = set(ff.read_text().split())
     assert truth.changed and set(realcode.listed_names([*truth.changed, *truth.added])) == listed
     assert unlisted == []  # the list changes the listed functions only
     assert set(truth.changed) <= set(truth_inter.changed)
+    if name == "ppmd":
+        assert sorted(truth.changed) == PPMD_CHANGED  # statics keyed by their object's name
+        assert truth.added == [] and truth.removed == []
+        # PPMd does not dllexport: the linker exports its API (Library.exports)
+        exported = {e.name for e in load_pe(tmp_path / "base.dll").exports}
+        assert exported == set(realcode.PPMD_API)
     with_pdb, without_pdb, d, _ = measure_pair(tmp_path, truth_inter, tmp_path / "intermediate.objs", ff)
     assert with_pdb.truth_changed == len(truth_inter.changed)
     assert with_pdb.missed == [] and with_pdb.recall == 1.0
