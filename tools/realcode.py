@@ -6,11 +6,16 @@ pairs the way a new user would, and gated with ``pehp check``.
 For each library the sources of two releases come from the sdists of the Python
 packages that bundle them (``pip download --no-binary``, cached under .cache/realcode/):
 lz4 1.9.3 and 1.9.4 (python-lz4 4.0.2 and 4.3.3), xxHash 0.8.1 and 0.8.2 (python-xxhash
-3.0.0 and 3.4.1), Brotli 1.0.9 and 1.1.0 (Brotli 1.0.9 and 1.1.0).  Each release is compiled with clang-cl-22 (``/O2 /Z7 /GS- /Zl /Gy
-/hotpatch``) and linked with lld-link-22 into a DLL exporting the library's API, with a
-small support unit (DllMain, a load configuration, ``_fltused``) and import libraries
-made by llvm-dlltool-22 for the few C runtime functions the code calls (memcpy & co.
-from vcruntime140.dll, malloc & co., log2, exit from the UCRT).
+3.0.0 and 3.4.1), Brotli 1.0.9 and 1.1.0 (Brotli 1.0.9 and 1.1.0), and, held out from
+the tuning of the pairing, PPMd as in pyppmd 1.1.0 and 1.1.1 and cmark-gfm 0.29.0.gfm.6
+and 0.29.0.gfm.13 (cmarkgfm 2022.10.27 and 2024.1.14).  Each release is compiled with
+clang-cl-22 (``/O2 /Z7 /GS- /Zl /Gy /hotpatch``) and linked with lld-link-22 into a DLL
+exporting the library's API (the linker exports it for PPMd, which does not dllexport),
+with a small support unit (DllMain, a load configuration, ``_fltused``), stand-in C
+runtime headers declaring what the code uses, and import libraries made by
+llvm-dlltool-22 for the C runtime functions the code calls (memcpy & co. from
+vcruntime140.dll, malloc & co., log2, exit, string and stdio functions, qsort and
+bsearch from the UCRT).
 
 Per pair:
 
