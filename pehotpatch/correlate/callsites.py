@@ -226,11 +226,13 @@ def majority(votes: dict[tuple[int, int], int], *, strict: bool = False) -> list
     with ``strict``, a tie is no answer)."""
     best: dict[int, tuple[int, int]] = {}
     tied: set[int] = set()
-    for (tb, tn), v in sorted(votes.items()):
+    for (tb, tn), v in votes.items():
         cur = best.get(tb)
         if cur is None or v > cur[0]:
             best[tb] = (v, tn)
             tied.discard(tb)
         elif v == cur[0]:
             tied.add(tb)
+            if tn < cur[1]:
+                best[tb] = (v, tn)
     return sorted((tb, tn) for tb, (_, tn) in best.items() if not (strict and tb in tied))
