@@ -19,6 +19,7 @@ from conftest import SAMPLES, have_toolchain, load_expect
 from realcode_measure import measure_pair
 from realcode_truth import compare_dirs, read_build
 
+from pehotpatch.api import check_pair
 from pehotpatch.codemap import KIND_CODES, FuncCode
 from pehotpatch.correlate import correlate
 from pehotpatch.image.pe_reader import load_pe
@@ -133,6 +134,14 @@ def test_recall_and_false_positives(name, tmp_path):
     assert with_pdb.false_positives == []
     assert without_pdb.false_positives == []
     assert without_pdb.recall >= 0.99
+    if name == "ppmd":
+        # Ppmd7.c and Ppmd8.c each have a static CreateSuccessors whose Bool parameter
+        # changed: two functions of one name, two HP301 findings, each naming its object.
+        res = check_pair(tmp_path / "base.dll", tmp_path / "intermediate.dll",
+                         objects=tmp_path / "intermediate.objs", functions_file=ff)
+        hp301 = {f.message for f in res.findings if f.rule == "HP301" and f.symbol == "CreateSuccessors"}
+        assert hp301 == {"signature of CreateSuccessors (Ppmd7.obj) changed",
+                         "signature of CreateSuccessors (Ppmd8.obj) changed"}
 
 
 @pytest.mark.parametrize("scenario", ["x64/fix_globals", "x64/switch_table", "x86/body_fix"])

@@ -161,14 +161,15 @@ class Context:
         return out
 
     @cached_property
-    def signature_changes(self) -> dict[str, tuple[str, str, Function, Function]]:
+    def signature_changes(self) -> dict[int, tuple[str, str, Function, Function]]:
         """Paired functions whose PDB signatures differ in a way callers can see:
-        new name -> (base sig, new sig, base, new).
+        new RVA -> (base sig, new sig, base, new).  Keyed by address, not name: two
+        static functions of one name in two modules are two functions.
 
         Qualifiers of a parameter itself (``const``/``volatile`` on the parameter,
         ``restrict`` on a pointer parameter) are not part of the calling contract; a
         difference only in those is not a change (:meth:`qualifier_only_changes`)."""
-        out: dict[str, tuple[str, str, Function, Function]] = {}
+        out: dict[int, tuple[str, str, Function, Function]] = {}
         bt, nt = self.pdb_types(Side.BASE), self.pdb_types(Side.NEW)
         for p in self.diff.correlation.functions:
             sb, sn = p.base.signature, p.new.signature
@@ -176,7 +177,7 @@ class Context:
                 if abi_equal(bt, p.base.type_index, nt, p.new.type_index):
                     self._qualifier_only[p.new.name] = (sb, sn)
                     continue
-                out[p.new.name] = (sb, sn, p.base, p.new)
+                out[p.new.rva] = (sb, sn, p.base, p.new)
         return out
 
     @cached_property

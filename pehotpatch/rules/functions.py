@@ -152,7 +152,7 @@ def explain_change(ctx: Context, fd: FunctionDiff) -> tuple[list[str], dict]:
         if r.kind not in (RefKind.CALL, RefKind.JUMP):
             continue
         callee = ctx.nix.function_at(r.target)
-        if callee is not None and callee.name in ctx.signature_changes and callee.name != name:
+        if callee is not None and callee.rva in ctx.signature_changes and callee.rva != fd.new.rva:
             msg = f"it calls {callee.name}, whose signature changed"
             if msg not in causes:
                 causes.append(msg)

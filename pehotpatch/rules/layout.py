@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -69,12 +70,16 @@ def check_layout(ctx: Context) -> Iterator[Finding]:
 # ---- HP301 ----------------------------------------------------------------------------
 def _signatures(ctx: Context) -> Iterator[Finding]:
     callers = _base_callers(ctx)
-    for name, (sb, sn, fb, fn) in sorted(ctx.signature_changes.items()):
+    patched_base = {fd.base.name for fd in ctx.patched}
+    patched_new = {fd.new.rva for fd in ctx.patched}
+    named = Counter(f.name for f in ctx.nix.functions)
+    for sb, sn, fb, fn in sorted(ctx.signature_changes.values(), key=lambda v: (v[3].name, v[3].rva)):
+        name = fn.name
+        label = f"{name} ({_module_file(fn.module)})" if named[name] > 1 and fn.module else name
         expl = [f"base: {sb}", f"intermediate: {sn}"]
         who = callers.get(fb.rva, [])
-        patched_base = {fd.base.name for fd in ctx.patched}
         unpatched = [c for c in who if c not in patched_base]
-        if name in ctx.patched_names:
+        if fn.rva in patched_new:
             if unpatched:
                 expl.append(f"it is patched, and unpatched callers in the running base ({', '.join(unpatched[:8])}) "
                             "would call the new code with the old arguments")
@@ -87,11 +92,16 @@ def _signatures(ctx: Context) -> Iterator[Finding]:
         if fb.exported_as:
             expl.append(f"it is exported ({', '.join(fb.exported_as)}): other images call it with the old signature")
         yield finding(
-            "HP301", f"signature of {name} changed", symbol=name, kind="function",
+            "HP301", f"signature of {label} changed", symbol=name, kind="function",
             evidence={"base": sb, "intermediate": sn, "base_callers": who,
                       "in_hotpatch_set": ctx.in_set(fn), "base_rva": hx(fb.rva), "new_rva": hx(fn.rva)},
             explanation=expl,
         )
+
+
+def _module_file(module: str) -> str:
+    """The object file's name of a PDB module path."""
+    return module.replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def _base_callers(ctx: Context) -> dict[int, list[str]]:
