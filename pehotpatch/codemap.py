@@ -13,6 +13,7 @@ import marshal
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any, NamedTuple, TypeVar
 
 from pehotpatch.disasm import NormalizedCode, normalize
@@ -298,17 +299,42 @@ def build_codemaps(indexes: Sequence[SymbolIndex], *, jobs: int | None = None) -
     return out
 
 
+_EXACT_EXTENT = frozenset({"pdb", "pdata"})
+_TAIL = 64
+
+
+def without_padding(img: PEImage, rva: int, size: int) -> int:
+    """A guessed extent without the run of ``int3`` bytes (two or more) it ends with: the
+    next function's padding (as :mod:`pehotpatch.diff.starts` trims the extents it guesses)."""
+    n = min(size, _TAIL)
+    tail = img.try_read(rva + size - n, n) if n >= 2 else None
+    if not tail or tail[-2:] != b"\xcc\xcc":
+        return size
+    kept = len(tail.rstrip(b"\xcc"))
+    return size if kept == 0 else size - (n - kept)
+
+
 def discover_call_targets(ix: SymbolIndex, code: dict[int, FuncCode]) -> tuple[SymbolIndex, dict[int, FuncCode]]:
     """Functions that are called but known to no symbol source (MSVC leaf functions have
     no ``.pdata`` entry): a new index that holds them too (``ix`` is not changed), and
-    their code, already normalised."""
+    their code, already normalised.
+
+    A call into a function whose extent is only a guess (no PDB or ``.pdata`` gives it)
+    also starts a function there: the guess covered it.  Without that, one build could
+    hold a run of import thunks as one function guessed from the padding before it, and
+    the other, with less padding, as the separate thunks its calls reach, and every caller
+    would compare as changed."""
     call = KIND_CODES[RefKind.CALL]
     targets = sorted({t for fc in code.values() for _, k, t in fc.refs if k == call})
     extra: list[Function] = []
+    cut: dict[int, list[int]] = {}
     starts = [f.rva for f in ix.functions]
 
     for t in targets:
-        if ix.function_at(t) is not None:
+        f = ix.function_at(t)
+        if f is not None:
+            if f.rva != t and not f.sources & _EXACT_EXTENT:
+                cut.setdefault(f.rva, []).append(t)
             continue
         s = ix.image.section_at(t)
         if s is None or not s.executable:
@@ -319,4 +345,25 @@ def discover_call_targets(ix: SymbolIndex, code: dict[int, FuncCode]) -> tuple[S
         if extra and extra[-1].rva < t < extra[-1].end:
             extra[-1].size = t - extra[-1].rva
         extra.append(Function(f"sub_{t:x}", t, max(1, end - t), {"call-target"}))
-    return ix.with_functions(extra), {f.rva: _summarise(f.rva, normalize_function(ix.image, f)) for f in extra}
+    for f in extra:
+        f.size = without_padding(ix.image, f.rva, f.size)
+    if not cut:
+        return ix.with_functions(extra), {f.rva: _summarise(f.rva, normalize_function(ix.image, f)) for f in extra}
+    functions: list[Function] = []
+    redo: list[Function] = []
+    for f in ix.functions:
+        cuts = cut.get(f.rva)
+        if not cuts:
+            functions.append(f)
+            continue
+        head = replace(f, size=without_padding(ix.image, f.rva, cuts[0] - f.rva), sources=set(f.sources), aliases=set(f.aliases),
+                       exported_as=list(f.exported_as))
+        functions.append(head)
+        redo.append(head)
+        for a, b in zip(cuts, [*cuts[1:], f.end], strict=True):
+            piece = Function(f"sub_{a:x}", a, without_padding(ix.image, a, b - a), {"call-target"})
+            functions.append(piece)
+            redo.append(piece)
+    functions = sorted([*functions, *extra], key=lambda f: f.rva)
+    out = replace(ix, functions=functions, notes=list(ix.notes))
+    return out, {f.rva: _summarise(f.rva, normalize_function(ix.image, f)) for f in [*extra, *redo]}

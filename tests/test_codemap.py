@@ -57,8 +57,9 @@ def test_a_called_function_missing_from_the_index_is_found(full):
     assert bigger is not small
     found = bigger.function_at(lost.rva)
     assert found is not None and found.name == f"sub_{lost.rva:x}" and found.sources == {"call-target"}
-    # it runs up to the next known function
-    assert found.rva == lost.rva and found.end == after.rva
+    # it runs up to the next known function, less the int3 padding before that one
+    assert found.rva == lost.rva and found.end == lost.end < after.rva
+    assert set(small.image.read(found.end, after.rva - found.end)) == {0xCC}
     assert len(bigger.functions) == len(small.functions) + 1
     assert [f.rva for f in bigger.functions] == sorted(f.rva for f in bigger.functions)
     # its code is already normalised, from the image's bytes over that extent
@@ -69,6 +70,37 @@ def test_a_called_function_missing_from_the_index_is_found(full):
     assert extra[lost.rva].rva == lost.rva
     assert extra[lost.rva].n_insns == len(nc.insn_offsets)
     assert [(o, KIND_NAMES[k], t) for o, k, t in extra[lost.rva].refs] == [(r.offset, r.kind, r.target) for r in nc.refs]
+
+
+def _covering(full: SymbolIndex, sources: set[str]) -> tuple[SymbolIndex, Function, Function]:
+    """``full`` without ring_reset, whose extent the function before it takes over."""
+    lost = by_name(full, "ring_reset")
+    before = max((f for f in full.functions if f.rva < lost.rva), key=lambda f: f.rva)
+    funcs = [replace(f, size=lost.end - f.rva, sources=set(sources)) if f is before else replace(f)
+             for f in full.functions if f is not lost]
+    return SymbolIndex(full.image, funcs, list(full.globals), full.has_pdb), before, lost
+
+
+def test_a_call_into_a_guessed_extent_starts_a_function(full):
+    # One build's padding scan guessed an extent over a function that the other build
+    # finds as a call target: the call splits the guess, so both builds agree.
+    small, before, lost = _covering(full, {"padding"})
+    caller = by_name(full, "telemetry_init")
+    bigger, extra = discover_call_targets(small, {caller.rva: caller_code(caller, lost.rva)})
+    head, found = bigger.function_at(before.rva), bigger.function_at(lost.rva)
+    assert found is not None and found.rva == lost.rva and found.end == lost.end
+    assert found.sources == {"call-target"}
+    assert head is not None and head.rva == before.rva and head.end == before.end  # its padding trimmed
+    assert set(extra) == {before.rva, lost.rva}  # both normalised again over their new extents
+    assert extra[before.rva].n_insns < extra[lost.rva].n_insns + extra[before.rva].n_insns
+    assert small.function_at(lost.rva).rva == before.rva  # the index given is not changed
+
+
+def test_a_call_into_an_exact_extent_splits_nothing(full):
+    small, before, lost = _covering(full, {"pdb"})
+    caller = by_name(full, "telemetry_init")
+    bigger, extra = discover_call_targets(small, {caller.rva: caller_code(caller, lost.rva)})
+    assert bigger.function_at(lost.rva).rva == before.rva and extra == {}
 
 
 def test_known_functions_data_and_other_references_find_nothing(full):
@@ -89,8 +121,9 @@ def test_two_unknown_targets_in_a_row_split_the_gap(full):
     bigger, extra = discover_call_targets(small, {caller.rva: caller_code(caller, second.rva, first.rva)})
     a, b = bigger.function_at(first.rva), bigger.function_at(second.rva)
     assert a is not None and b is not None and a is not b
-    assert (a.rva, a.end) == (first.rva, second.rva)
-    assert (b.rva, b.end) == (second.rva, after.rva)
+    # each runs up to the next start, less the int3 padding before it: the PDB's extents
+    assert (a.rva, a.end) == (first.rva, first.end) and first.end < second.rva
+    assert (b.rva, b.end) == (second.rva, second.end) and second.end < after.rva
     assert set(extra) == {first.rva, second.rva}
 
 

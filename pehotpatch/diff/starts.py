@@ -25,13 +25,13 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+from pehotpatch.codemap import without_padding
 from pehotpatch.image.machine import Machine
 from pehotpatch.image.symbols import Function, SymbolIndex
 
 _RUN = re.compile(rb"\xcc{6,}")
 _ALIGN = 16
 _EXACT = frozenset({"pdb", "pdata"})
-_TAIL = 64  # bytes read from the end of a guessed extent for its trailing padding
 
 
 def _starts(ix: SymbolIndex, lo: int, hi: int) -> list[int]:
@@ -88,11 +88,4 @@ def _without_padding(ix: SymbolIndex, f: Function) -> int:
     """The size of a guessed extent without the ``int3`` padding it ends with (a run
     of at least two: a function's own code ends with at most one, after a call that
     does not return, which is then cut too)."""
-    n = min(f.size, _TAIL)
-    tail = ix.image.try_read(f.end - n, n) if n >= 2 else None
-    if not tail or tail[-2:] != b"\xcc\xcc":
-        return f.size
-    kept = len(tail.rstrip(b"\xcc"))
-    if kept == 0:  # all padding as far as read: leave it alone
-        return f.size
-    return f.size - (n - kept)
+    return without_padding(ix.image, f.rva, f.size)
