@@ -233,12 +233,16 @@ class _Pairer:
             if cb.digest != cn.digest and len(cb.refs) < 2:
                 self._settled.add(brva)
                 continue
+            aligned = self._aligned(cb, cn)
+            if not aligned and not data:
+                self._settled.add(brva)
+                continue
             pending = False
             for (_, kb, tb), (_, kn, tn) in zip(cb.refs, cn.refs, strict=True):
                 if kb != kn:
                     continue
                 if tb in bstarts:
-                    if tn in nstarts and tb not in fmap and tn not in rfmap:
+                    if aligned and tn in nstarts and tb not in fmap and tn not in rfmap:
                         fvotes[tb, tn] += 1
                         if cb.digest == cn.digest:
                             fsame[tb, tn] += 1
@@ -253,13 +257,16 @@ class _Pairer:
         # grows from 193 to 1,900 bytes (it absorbs a helper), and the unchanged
         # `create_autolink_extension` that registers it says which one it is. So these
         # votes pair without the likeness that other call-graph votes need.
-        for tb, tn in callsites.majority(fsame, strict=True):
+        # Both ways: a new function that is the majority of two base ones (a caller
+        # switched from a removed function to its look-alike) pairs with neither unless
+        # one of them has the most votes for it.
+        for tb, tn in callsites.majority(fsame, strict=True, mutual=True):
             if tb not in fmap and tn not in rfmap:
                 made += self.pair(bstarts[tb], nstarts[tn], "call-graph", likeness=False)
         # A tie is two callers that disagree (cmark-gfm's `cmark_parser_finish` inlines a
         # changed helper whose calls shift by one; `cmark_parser_free` still calls the
         # same function where it did): no evidence either way.
-        for tb, tn in callsites.majority(fvotes, strict=True):
+        for tb, tn in callsites.majority(fvotes, strict=True, mutual=True):
             if tb not in fmap and tn not in rfmap:
                 made += self.pair(bstarts[tb], nstarts[tn], "call-graph")
         if data:
@@ -270,6 +277,18 @@ class _Pairer:
             same = dict(callsites.majority(dvotes[0]))
             self.dmap = {tb: tn for tb, tn in callsites.majority(dvotes[1]) if tb not in same} | same
         return made
+
+    def _aligned(self, cb: FuncCode, cn: FuncCode) -> bool:
+        """Reference lists that can be read position by position: every position with a
+        paired function on either side pairs those two.  Changed code can keep its count
+        of references and still shift them: a function marked for hot patching loads its
+        ``__ref_`` slot first where the base read the global last, and a positional vote
+        would then pair each callee with its neighbour."""
+        fmap, rfmap = self.fmap, self.rfmap
+        for (_, _, tb), (_, _, tn) in zip(cb.refs, cn.refs, strict=True):
+            if (tb in fmap or tn in rfmap) and fmap.get(tb) != tn:
+                return False
+        return True
 
     # -- 4. call sites ----------------------------------------------------------------------
     def _tokens(self, ix: SymbolIndex, code: FuncCode, mapped: dict[int, int] | None,

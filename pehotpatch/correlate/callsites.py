@@ -62,9 +62,12 @@ def _lcs(a: list[Token], b: list[Token]) -> list[tuple[int, int]]:
     return out
 
 
-def _gaps(btokens: list[Token], ntokens: list[Token]) -> list[tuple[list[Token], list[Token]]]:
+def _gaps(btokens: list[Token], ntokens: list[Token], *,
+          clean: bool = False) -> list[tuple[list[Token], list[Token]]]:
     """The unpaired functions between consecutive aligned known tokens, per gap: each
-    side's distinct wildcards in order of first reference."""
+    side's distinct wildcards in order of first reference.  With ``clean``, a gap that
+    also holds a known token left out of the alignment (a call lost or gained there: a
+    removed callee replaced by a known look-alike) comes out empty."""
     bt, nt = _collapse(btokens), _collapse(ntokens)
     bk = [i for i, t in enumerate(bt) if t[0] == "k"]
     nk = [j for j, t in enumerate(nt) if t[0] == "k"]
@@ -72,9 +75,15 @@ def _gaps(btokens: list[Token], ntokens: list[Token]) -> list[tuple[list[Token],
         return []
     matched = _lcs([bt[i] for i in bk], [nt[j] for j in nk])
     bounds = [(-1, -1), *((bk[i], nk[j]) for i, j in matched), (len(bt), len(nt))]
-    return [(list(dict.fromkeys(t for t in bt[i0 + 1 : i1] if t[0] == "u")),
-             list(dict.fromkeys(t for t in nt[j0 + 1 : j1] if t[0] == "u")))
-            for (i0, j0), (i1, j1) in zip(bounds, bounds[1:], strict=False)]
+    out: list[tuple[list[Token], list[Token]]] = []
+    for (i0, j0), (i1, j1) in zip(bounds, bounds[1:], strict=False):
+        gb, gn = bt[i0 + 1 : i1], nt[j0 + 1 : j1]
+        if clean and any(t[0] == "k" for t in (*gb, *gn)):
+            out.append(([], []))
+            continue
+        out.append((list(dict.fromkeys(t for t in gb if t[0] == "u")),
+                    list(dict.fromkeys(t for t in gn if t[0] == "u"))))
+    return out
 
 
 def votes(btokens: list[Token], ntokens: list[Token]) -> list[tuple[int, int, bool]]:
@@ -95,7 +104,7 @@ def votes(btokens: list[Token], ntokens: list[Token]) -> list[tuple[int, int, bo
 
 def _votes(btokens: list[Token], ntokens: list[Token]) -> list[tuple[int, int, bool]]:
     out: list[tuple[int, int, bool]] = []
-    for ub, un in _gaps(btokens, ntokens):
+    for ub, un in _gaps(btokens, ntokens, clean=True):
         if ub and len(ub) == len(un) and [t[1] for t in ub] == [t[1] for t in un]:
             out.extend((tb[2], tn[2], len(ub) == 1) for tb, tn in zip(ub, un, strict=True))
     return out
@@ -221,9 +230,14 @@ def table_votes(bcases: list[list[tuple[int, int] | None]], ncases: list[list[tu
     return out
 
 
-def majority(votes: dict[tuple[int, int], int], *, strict: bool = False) -> list[tuple[int, int]]:
+def majority(votes: dict[tuple[int, int], int], *, strict: bool = False,
+             mutual: bool = False) -> list[tuple[int, int]]:
     """For each base address, the new address with the most votes (ties: the lowest;
-    with ``strict``, a tie is no answer)."""
+    with ``strict``, a tie is no answer); with ``mutual``, only when that base address
+    is also the new address's answer read the other way."""
+    if mutual:
+        back = set(majority({(tn, tb): v for (tb, tn), v in votes.items()}, strict=strict))
+        return [(tb, tn) for tb, tn in majority(votes, strict=strict) if (tn, tb) in back]
     best: dict[int, tuple[int, int]] = {}
     tied: set[int] = set()
     for (tb, tn), v in votes.items():
