@@ -457,6 +457,10 @@ class _Pairer:
         by_n = {c for c in callers_n.get(n.rva, ()) if c in self.rfmap}
         if by_b and by_n and not by_b & by_n:
             return True
+        # One side's callers all paired, the other's all unpaired: called from elsewhere
+        # (a removed function next to an added look-alike called by new code).
+        if (by_b and not by_n and callers_n.get(n.rva)) or (by_n and not by_b and callers_b.get(b.rva)):
+            return True
         if b.rva in self._spoken_b or n.rva in self._spoken_n:
             return True
         bs, ns = self.base.function_by_rva, self.new.function_by_rva
