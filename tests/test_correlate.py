@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pehotpatch.codemap import KIND_CODES, FuncCode
-from pehotpatch.correlate import canonical_name, correlate, import_renames
+from pehotpatch.correlate import callsites, canonical_name, correlate, import_renames
 from pehotpatch.image.pe import Import, PEImage, Relocations
 from pehotpatch.image.pe_reader import load_pe
 from pehotpatch.image.symbols import Function, Global, SymbolIndex
@@ -553,3 +553,35 @@ def test_the_indexes_given_are_not_changed(image):
     correlate(bix, nix, {0x1000: code(b[0], "c", ((1, CALL, 0x1100),)), 0x1100: code(b[1], "x")},
               {0x2000: code(n[0], "c", ((1, CALL, 0x2100),)), 0x2100: code(n[1], "y")})
     assert (bix.functions, nix.functions) == before
+
+
+def test_call_graph_votes_need_the_paired_positions_to_agree(image):
+    """A caller marked for hot patching loads a global's ``__ref_`` slot first where the
+    base read the global last: as many references, shifted by one.  Read position by
+    position, each unpaired callee would pair with its neighbour's counterpart; the
+    known callee at a different position says the lists do not line up, and the call
+    sites (aligned on that known callee) pair them instead."""
+    b = [fn("caller", 0x1000), fn("known", 0x1100), fn("sub_1200", 0x1200), fn("sub_1300", 0x1300)]
+    n = [fn("caller", 0x2000), fn("known", 0x2100), fn("sub_2200", 0x2200), fn("sub_2300", 0x2300)]
+    bc = {0x1000: code(b[0], "caller", ((4, CALL, 0x1100), (9, CALL, 0x1200), (14, CALL, 0x1300), (19, DATA, 0x5000))),
+          0x1100: code(b[1], "known"), 0x1200: code(b[2], "b1200"), 0x1300: code(b[3], "b1300")}
+    nc = {0x2000: code(n[0], "caller2", ((4, DATA, 0x6000), (11, CALL, 0x2100), (16, CALL, 0x2200),
+                                         (21, CALL, 0x2300))),
+          0x2100: code(n[1], "known"), 0x2200: code(n[2], "n2200"), 0x2300: code(n[3], "n2300")}
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert pairs(corr)["sub_1200"] == ("sub_2200", "call-site")
+    assert pairs(corr)["sub_1300"] == ("sub_2300", "call-site")
+
+
+def test_call_site_gap_with_a_call_lost_or_gained_gives_no_vote():
+    """The base called an unpaired function where the new build calls a known one (a
+    removed callee replaced by its look-alike), and the new build calls one more
+    unpaired function later in the same gap: counted k-th with k-th, each would pair
+    with the wrong one.  A gap holding a known call outside the alignment says nothing."""
+    a, other = ("k", CALL, "f", 0x2100), ("k", CALL, "f", 0x2800)
+    bt = [a, ("u", CALL, 0x1200), ("u", CALL, 0x1300)]
+    nt = [a, other, ("u", CALL, 0x2300), ("u", CALL, 0x2400)]
+    assert callsites.votes(bt, nt) == []
+    # without the known call in between, the same gap votes one to one
+    assert callsites.votes(bt, [a, ("u", CALL, 0x2300), ("u", CALL, 0x2400)]) == [
+        (0x1200, 0x2300, False), (0x1300, 0x2400, False)]
