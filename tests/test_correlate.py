@@ -585,3 +585,12 @@ def test_call_site_gap_with_a_call_lost_or_gained_gives_no_vote():
     # without the known call in between, the same gap votes one to one
     assert callsites.votes(bt, [a, ("u", CALL, 0x2300), ("u", CALL, 0x2400)]) == [
         (0x1200, 0x2300, False), (0x1300, 0x2400, False)]
+
+
+def test_call_sites_of_a_reordered_caller_give_no_vote():
+    """The caller calls the same known functions in another order: the alignment keeps
+    some and leaves others out, and the gaps it makes hold unrelated callees."""
+    a, b, c = (("k", CALL, "f", r) for r in (0x2100, 0x2200, 0x2300))
+    bt = [("u", CALL, 0x1500), a, b, ("u", CALL, 0x1600), c]
+    nt = [b, ("u", CALL, 0x2500), c, a, ("u", CALL, 0x2600)]
+    assert callsites.votes(bt, nt) == []

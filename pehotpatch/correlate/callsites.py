@@ -67,13 +67,19 @@ def _gaps(btokens: list[Token], ntokens: list[Token], *,
     """The unpaired functions between consecutive aligned known tokens, per gap: each
     side's distinct wildcards in order of first reference.  With ``clean``, a gap that
     also holds a known token left out of the alignment (a call lost or gained there: a
-    removed callee replaced by a known look-alike) comes out empty."""
+    removed callee replaced by a known look-alike) comes out empty, and a caller whose
+    calls were reordered (a known callee on both sides that the alignment leaves out
+    everywhere) has no gaps."""
     bt, nt = _collapse(btokens), _collapse(ntokens)
     bk = [i for i, t in enumerate(bt) if t[0] == "k"]
     nk = [j for j, t in enumerate(nt) if t[0] == "k"]
     if len(bk) * len(nk) > MAX_CELLS:
         return []
     matched = _lcs([bt[i] for i in bk], [nt[j] for j in nk])
+    if clean:
+        aligned = {bt[bk[i]] for i, _ in matched}
+        if any(t not in aligned for t in {bt[i] for i in bk} & {nt[j] for j in nk}):
+            return []
     bounds = [(-1, -1), *((bk[i], nk[j]) for i, j in matched), (len(bt), len(nt))]
     out: list[tuple[list[Token], list[Token]]] = []
     for (i0, j0), (i1, j1) in zip(bounds, bounds[1:], strict=False):
