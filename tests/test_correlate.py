@@ -594,3 +594,37 @@ def test_call_sites_of_a_reordered_caller_give_no_vote():
     bt = [("u", CALL, 0x1500), a, b, ("u", CALL, 0x1600), c]
     nt = [b, ("u", CALL, 0x2500), c, a, ("u", CALL, 0x2600)]
     assert callsites.votes(bt, nt) == []
+
+
+def test_call_graph_majority_holds_both_ways(image):
+    """An unchanged switch whose removed case now calls another case's function: both
+    base functions vote for that one new function, once each; neither is its answer."""
+    b = [fn("disp", 0x1000), fn("sub_1100", 0x1100), fn("sub_1200", 0x1200)]
+    n = [fn("disp", 0x2000), fn("sub_2100", 0x2100)]
+    bc = {0x1000: code(b[0], "disp", ((4, CALL, 0x1200), (9, CALL, 0x1100))),
+          0x1100: code(b[1], "removed"), 0x1200: code(b[2], "kept")}
+    nc = {0x2000: code(n[0], "disp", ((4, CALL, 0x2100), (9, CALL, 0x2100))),
+          0x2100: code(n[1], "kept, changed")}
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    # (address order may still guess here; the call graph no longer claims to know)
+    assert pairs(corr).get("sub_1100", ("", ""))[1] != "call-graph"
+    assert pairs(corr).get("sub_1200", ("", ""))[1] != "call-graph"
+    assert callsites.majority({(1, 10): 1, (2, 10): 1}, strict=True, mutual=True) == []
+    assert callsites.majority({(1, 10): 2, (2, 10): 1}, strict=True, mutual=True) == [(1, 10)]
+
+
+def test_order_refuses_a_function_called_only_from_elsewhere(image):
+    """Between two paired neighbours, a base function called by a paired caller (which
+    no longer calls it) and a new function called only by new code are not one."""
+    b = [fn("first", 0x1000), fn("sub_1100", 0x1100), fn("last", 0x1200), fn("caller", 0x1300)]
+    n = [fn("first", 0x2000), fn("sub_2100", 0x2100), fn("last", 0x2200), fn("caller", 0x2300),
+         fn("sub_2400", 0x2400)]
+    bc = {0x1300: code(b[3], "caller", ((4, CALL, 0x1100),)), 0x1100: code(b[1], "b1100")}
+    nc = {0x2300: code(n[3], "caller2"), 0x2400: code(n[4], "n2400", ((4, CALL, 0x2100),)),
+          0x2100: code(n[1], "n2100")}
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert "sub_1100" not in pairs(corr)
+    # the same without the new caller: nothing speaks against the order pair
+    del nc[0x2400]
+    corr = correlate(index(image, b), index(image, n[:4]), bc, nc)
+    assert pairs(corr)["sub_1100"] == ("sub_2100", "order")
