@@ -8,7 +8,7 @@ macro-instantiated families, switch tables dispatching to look-alikes, callers, 
 static function of one name in both units, and between the builds: definitions
 reordered, bodies changed, functions renamed, removed (their callers call another)
 and added, bodies moved into a new function behind a thin wrapper of the old name,
-functions inlined or no longer inlined, and callers calling in another order.  Both
+static leaves called from one place inlined, and callers calling in another order.  Both
 builds are compiled with clang-cl-22 and linked with lld-link-22 (x64, /O2 /Z7 /Gy
 /hotpatch, CRT-free, a few exports); the intermediate marks its changed functions with
 ``-fms-secure-hotpatch-functions-file``.
@@ -294,7 +294,7 @@ def mutate(base: Program, seed: int) -> tuple[Program, Truth, set[str]]:
         f.shape, f.callees = "wrapper", [impl]
         moved[fid] = impl
         changed.update((fid, impl))
-    # inlining changes: a leaf called from one place is inlined, another is outlined
+    # inlining changes: up to two static leaves called from one place are inlined
     once = [i for i in inner if len(callers_of(i)) == 1 and new.funcs[i].shape == "arith"
             and i not in moved and i not in renamed and new.funcs[i].static]
     inlined = set(r.sample(once, min(2, len(once))))
