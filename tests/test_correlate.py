@@ -628,3 +628,18 @@ def test_order_refuses_a_function_called_only_from_elsewhere(image):
     del nc[0x2400]
     corr = correlate(index(image, b), index(image, n[:4]), bc, nc)
     assert pairs(corr)["sub_1100"] == ("sub_2100", "order")
+
+
+def test_order_refuses_a_function_that_calls_nothing_for_one_that_calls_known_code(image):
+    """Between two paired neighbours, a base function that calls a paired function and
+    a new one that calls no function at all (a removed function beside an added leaf)."""
+    b = [fn("first", 0x1000), fn("sub_1100", 0x1100), fn("last", 0x1200), fn("helper", 0x1500)]
+    n = [fn("first", 0x2000), fn("sub_2100", 0x2100), fn("last", 0x2200), fn("helper", 0x2500)]
+    bc = {0x1100: code(b[1], "b1100", ((4, CALL, 0x1500),)), 0x1500: code(b[3], "helper")}
+    nc = {0x2100: code(n[1], "n2100"), 0x2500: code(n[3], "helper")}
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert "sub_1100" not in pairs(corr)
+    # calling the helper on both sides, they pair by order
+    nc[0x2100] = code(n[1], "n2100", ((4, CALL, 0x2500),))
+    corr = correlate(index(image, b), index(image, n), bc, nc)
+    assert pairs(corr)["sub_1100"] == ("sub_2100", "order")

@@ -476,7 +476,15 @@ class _Pairer:
         if apart and all(apart):
             return True
         kb, kn = self._known_callees(b.rva, True), self._known_callees(n.rva, False)
+        if (kb and not self._calls_any(n.rva, False)) or (kn and not self._calls_any(b.rva, True)):
+            return True
         return bool(kb and kn and not kb & kn)
+
+    def _calls_any(self, rva: int, base: bool) -> bool:
+        """References any function or import at all."""
+        ix = self.base if base else self.new
+        code = (self.bcode if base else self.ncode).get(rva)
+        return code is None or any(t in ix.function_by_rva or t in ix.imports_by_slot for _, _, t in code.refs)
 
     def _known_callees(self, rva: int, base: bool) -> set:
         code = (self.bcode if base else self.ncode).get(rva)
