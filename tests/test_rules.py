@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from conftest import SAMPLES
 from test_check_support import (
     check,
     image_variant,
@@ -45,7 +46,7 @@ def only(res, rule):
 STABLE_IDS = {"HP001", "HP101", "HP102", "HP103", "HP104", "HP105", "HP106", "HP107", "HP108", "HP109",
               "HP201", "HP202", "HP203", "HP211", "HP212", "HP301", "HP302", "HP311",
               "HP401", "HP402", "HP403", "HP404", "HP501", "HP502", "HP503", "HP504",
-              "HP601", "HP602", "HP603", "HP604", "HP701", "HP702", "HP703", "HP704"}
+              "HP601", "HP602", "HP603", "HP604", "HP701", "HP702", "HP703", "HP704", "HP705"}
 RETIRED_IDS = {"HP405"}
 
 
@@ -430,3 +431,27 @@ def test_every_rule_has_a_documentation_page():
         assert " ".join(page.split("## What it means")[0].split()).count(r.description) == 1, r.id
         assert f"[{r.id}]({r.id}.md) | {r.severity} | {r.title} | {r.status} |" in index, r.id
     assert sorted(p.stem for p in docs.glob("HP*.md")) == [r.id for r in all_rules()]
+
+
+def test_hp705_a_redirection_on_a_structural_pair_without_the_base_pdb(tmp_path):
+    """fix_globals with its base DLL alone (no PDB): patched telemetry_record calls the
+    static now_ticks, which the base names nowhere (no PDB, no export), so the pair that
+    its backward redirection needs is made by call-graph votes.  With the base PDB every
+    pair is made by name and nothing is reported."""
+    import shutil
+
+    from pehotpatch.api import check_pair
+    from pehotpatch.image.pdb import load_pdb
+
+    d = SAMPLES / "x64" / "fix_globals"
+    shutil.copy(d / "base.dll", tmp_path / "base.dll")
+    inputs = {"objects": d / "intermediate.objs", "functions_file": d / "hotpatch_functions.txt"}
+    res = check_pair(tmp_path / "base.dll", d / "intermediate.dll", **inputs)
+    f = only(res, "HP705")
+    truth = {p.name: p.rva for p in load_pdb(d / "base.pdb").procedures}
+    assert f.symbol == "now_ticks" and f.severity == "error"
+    assert f.evidence["direction"] == "backward" and f.evidence["pairing"] == "call-graph"
+    assert f.evidence["base_rva"] == hex(truth["now_ticks"])  # the pair itself is right here
+    assert any("telemetry_record" in e for e in f.explanation)
+    # identical-content pairs (clamp_value, ring_push are called too) are not reported
+    assert not of(check_pair(d / "base.dll", d / "intermediate.dll", **inputs), "HP705")

@@ -28,6 +28,7 @@ HP4xx    globals and data                                   :mod:`.data`
 HP5xx    the hot-patch set against what changed             :mod:`.functions`
 HP6xx    how patched code reaches globals                   :mod:`.refs`
 HP7xx    whether the base functions can be redirected       :mod:`.prologue`
+HP705    redirections on pairs that no name confirms        :mod:`.pairing`
 =======  =================================================  ==========================
 """
 
@@ -56,7 +57,8 @@ SEVERITY_RANK: dict[str, int] = {ERROR: 0, WARNING: 1, NOTE: 2}
 #: Where the rule pages live, relative to the repository root.
 DOCS_PATH = "docs/rules"
 
-FAMILY_MODULES = ("meta", "image", "runonce", "interface", "layout", "data", "functions", "refs", "prologue")
+FAMILY_MODULES = ("meta", "image", "runonce", "interface", "layout", "data", "functions", "refs", "prologue",
+                  "pairing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,12 +237,13 @@ from pehotpatch.rules import (  # noqa: E402  (the family modules use the names 
     interface,
     layout,
     meta,
+    pairing,
     prologue,
     refs,
     runonce,
 )
 
-_FAMILY_IMPORTS = (meta, image, runonce, interface, layout, data, functions, refs, prologue)
+_FAMILY_IMPORTS = (meta, image, runonce, interface, layout, data, functions, refs, prologue, pairing)
 assert tuple(m.__name__.rpartition(".")[2] for m in _FAMILY_IMPORTS) == FAMILY_MODULES
 _problems = validate_registry()
 if _problems:  # pragma: no cover - a programming error, caught by the tests
