@@ -48,12 +48,12 @@ def check_pairing(ctx: Context) -> Iterator[Finding]:
     for e in sorted(ctx.reach.edges, key=lambda e: (e.function_rva, e.source_rva, e.offset)):
         if e.target_class != UNPATCHED or e.kind not in (CALL, JUMP) or e.function_rva in seen:
             continue
-        how = method.get(e.function_rva)
-        if how is None or how in _CERTAIN:
+        paired_by = method.get(e.function_rva)
+        if paired_by is None or paired_by in _CERTAIN:
             continue
         seen.add(e.function_rva)
         name = e.target.split("+", 1)[0]
-        yield _finding(name, "backward", how, e.base_rva, e.function_rva,
+        yield _finding(name, "backward", paired_by, e.base_rva, e.function_rva,
                        f"patched code ({e.source}) {'calls' if e.kind == CALL else 'jumps to'} it: the "
                        f"call would be sent to the base function at {hx(e.base_rva)}")
 
