@@ -20,6 +20,8 @@ from collections import defaultdict
 from collections.abc import Callable, Container, Iterable
 from typing import TYPE_CHECKING
 
+from pehotpatch.correlate.lcs import lcs
+
 if TYPE_CHECKING:  # pragma: no cover
     from pehotpatch.image.pe import PEImage
 
@@ -40,28 +42,6 @@ def _collapse(tokens: list[Token]) -> list[Token]:
     return out
 
 
-def _lcs(a: list[Token], b: list[Token]) -> list[tuple[int, int]]:
-    """Index pairs of a longest common subsequence of ``a`` and ``b``."""
-    m, n = len(a), len(b)
-    dp = [[0] * (n + 1) for _ in range(m + 1)]
-    for i in range(m - 1, -1, -1):
-        row, below, x = dp[i], dp[i + 1], a[i]
-        for j in range(n - 1, -1, -1):
-            row[j] = below[j + 1] + 1 if x == b[j] else max(below[j], row[j + 1])
-    out = []
-    i = j = 0
-    while i < m and j < n:
-        if a[i] == b[j] and dp[i][j] == dp[i + 1][j + 1] + 1:
-            out.append((i, j))
-            i += 1
-            j += 1
-        elif dp[i + 1][j] >= dp[i][j + 1]:
-            i += 1
-        else:
-            j += 1
-    return out
-
-
 def _gaps(btokens: list[Token], ntokens: list[Token], *,
           clean: bool = False) -> list[tuple[list[Token], list[Token]]]:
     """The unpaired functions between consecutive aligned known tokens, per gap: each
@@ -75,7 +55,7 @@ def _gaps(btokens: list[Token], ntokens: list[Token], *,
     nk = [j for j, t in enumerate(nt) if t[0] == "k"]
     if len(bk) * len(nk) > MAX_CELLS:
         return []
-    matched = _lcs([bt[i] for i in bk], [nt[j] for j in nk])
+    matched = lcs([bt[i] for i in bk], [nt[j] for j in nk])
     if clean:
         aligned = {bt[bk[i]] for i, _ in matched}
         if any(t not in aligned for t in {bt[i] for i in bk} & {nt[j] for j in nk}):

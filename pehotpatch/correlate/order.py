@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 
+from pehotpatch.correlate.lcs import lcs
 from pehotpatch.image.symbols import Function
 
 
@@ -24,28 +25,7 @@ def sole_match(b: Function, n: Function, bi: list[Function], ni: list[Function])
 
 def align(bi: list[Function], ni: list[Function]) -> list[tuple[Function, Function]]:
     """The longest sequence of in-order pairs of similar size (an LCS)."""
-    m, n = len(bi), len(ni)
-    dp = [[0] * (n + 1) for _ in range(m + 1)]
-    for i in range(m - 1, -1, -1):
-        row, below = dp[i], dp[i + 1]
-        b = bi[i]
-        for j in range(n - 1, -1, -1):
-            if similar(b, ni[j]):
-                row[j] = below[j + 1] + 1
-            else:
-                row[j] = max(below[j], row[j + 1])
-    out = []
-    i = j = 0
-    while i < m and j < n:
-        if similar(bi[i], ni[j]) and dp[i][j] == dp[i + 1][j + 1] + 1:
-            out.append((bi[i], ni[j]))
-            i += 1
-            j += 1
-        elif dp[i + 1][j] >= dp[i][j + 1]:
-            i += 1
-        else:
-            j += 1
-    return out
+    return [(bi[i], ni[j]) for i, j in lcs(bi, ni, similar)]
 
 
 def in_order(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
