@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,9 @@ class Library:
     exports: tuple[str, ...] = ()  # exported by the linker (/export:), for a library that does not dllexport
 
     excludes: tuple[str, ...] = ()  # source files (relative to root) that are not part of the library
+    # headers its build system generates: (output, template) relative to root, written into the
+    # build with every @NAME@ of the template replaced by nothing (no symbol prefix, no options)
+    configure: tuple[tuple[str, str], ...] = ()
 
     def source_files(self, src: Path) -> list[str]:
         return sorted({str(p.relative_to(src)) for pat in self.sources for p in src.glob(pat)} - set(self.excludes))
@@ -114,6 +118,13 @@ LIBRARIES = (
             (Release("cmarkgfm", "2022.10.27", "0.29.0.gfm.6"), Release("cmarkgfm", "2024.1.14", "0.29.0.gfm.13")),
             includes=("third_party/cmark/src", "third_party/cmark/extensions", "generated/windows"),
             excludes=("third_party/cmark/src/main.c",)),
+    # zlib-ng's generic C code (no X86_FEATURES: the SIMD files need per-file -m flags), with
+    # its run-time dispatch (functable.c) kept; the gz* file functions need the CRT's I/O
+    Library("zlib-ng", "src/zlib_ng/zlib-ng", ("*.c", "arch/generic/*.c"), ("ZLIB_DLL",),
+            (Release("zlib_ng", "1.0.0", "2.2.5"), Release("zlib_ng", "1.1.0", "2.3.3")),
+            excludes=("gzlib.c", "gzread.c", "gzwrite.c"),
+            configure=(("zconf-ng.h", "zconf-ng.h.in"), ("zlib-ng.h", "zlib-ng.h.in"),
+                       ("zlib_name_mangling-ng.h", "zlib_name_mangling.h.empty"))),
 )
 
 SUPPORT_C = r"""
@@ -147,6 +158,7 @@ void exit(int status);
 void abort(void);
 void qsort(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *));
 void *bsearch(const void *key, const void *base, size_t n, size_t size, int (*cmp)(const void *, const void *));
+long long llabs(long long v);
 #define EXIT_FAILURE 1
 """,
     "string.h": """#pragma once
@@ -182,7 +194,12 @@ size_t fwrite(const void *p, size_t size, size_t n, FILE *f);
 int snprintf(char *s, size_t n, const char *fmt, ...);
 """,
     "assert.h": "#pragma once\n#define assert(x) ((void)0)\n",
-    "malloc.h": "#pragma once\n#include <stdlib.h>\n",
+    "sys/types.h": "#pragma once\ntypedef long off_t;\n",
+    "malloc.h": """#pragma once
+#include <stdlib.h>
+void *_aligned_malloc(size_t n, size_t alignment);
+void _aligned_free(void *p);
+""",
     "setjmp.h": """#pragma once
 typedef struct { unsigned long long part[2]; } __attribute__((aligned(16))) _JBTYPE;
 typedef _JBTYPE jmp_buf[16];
@@ -192,7 +209,8 @@ typedef _JBTYPE jmp_buf[16];
 CRT_DEFS = {
     "vcruntime140": ("vcruntime140.dll", ("memcpy", "memmove", "memset", "memcmp", "memchr", "strlen", "strchr",
                                        "strstr")),
-    "ucrt_heap": ("api-ms-win-crt-heap-l1-1-0.dll", ("malloc", "calloc", "realloc", "free")),
+    "ucrt_heap": ("api-ms-win-crt-heap-l1-1-0.dll", ("malloc", "calloc", "realloc", "free", "_aligned_malloc",
+                                                     "_aligned_free")),
     "ucrt_math": ("api-ms-win-crt-math-l1-1-0.dll", ("log2",)),
     "ucrt_runtime": ("api-ms-win-crt-runtime-l1-1-0.dll", ("exit", "abort")),
     # snprintf is inline in the real stdio.h (over __stdio_common_vsprintf): a stand-in import here
@@ -283,9 +301,12 @@ def build(lib: Library, src: Path, out: Path, name: str, functions_file: Path | 
     work = out / f"{name}.build"
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(src, work)
+    for output, template in lib.configure:
+        (work / output).write_text(re.sub(r"@\w+@", "", (work / template).read_text()))
     (work / "pehp_support.c").write_text(SUPPORT_C)
     (work / "pehp_crt").mkdir()
     for h, text in HEADERS.items():
+        (work / "pehp_crt" / h).parent.mkdir(parents=True, exist_ok=True)
         (work / "pehp_crt" / h).write_text(text)
     flags = [*CFLAGS, *(f"/D{d}" for d in lib.defines), *(f"/I{i}" for i in lib.includes)]
     if functions_file is not None:
