@@ -444,16 +444,28 @@ def bench_final(base: Path, new: Path, what: str, repeat: int, timeout: float) -
         r.targets.append(_target(f"emit-final - check <= {EMIT_COST_TARGET_S} s", em.wall_s - chk.wall_s,
                                  EMIT_COST_TARGET_S, "s"))
         out.append(r)
-        for name, cmd in (("final-inspect", [PEHP, "inspect", str(final), "--json"]),
-                          ("final-verify", [PEHP, "verify", str(final), "--base", str(base), "--intermediate",
-                                            str(new), *hp])):
-            best, runs = best_of(repeat, lambda cmd=cmd: measure(cmd, timeout=timeout))
-            rr = Result(name, " ".join(Path(c).name if "/" in c else c for c in cmd[1:3]), "ok")
+        # verify cold (no cache, as every other measurement here), and warm: after emit-final
+        # ran with the cache on, as a pipeline runs check, emit-final and verify one after
+        # the other (pehotpatch/cache.py)
+        verify = [PEHP, "verify", str(final), "--base", str(base), "--intermediate", str(new), *hp]
+        warm_env = {k: v for k, v in os.environ.items() if k != "PEHP_NO_CACHE"}
+        warm_env["PEHP_CACHE_DIR"] = str(tmp / "cache")
+        primed = measure([PEHP, "emit-final", str(base), str(new), "-o", str(tmp / "final-primed.dll"), *hp,
+                          "--force"], timeout=timeout, env=warm_env)
+        for name, cmd, env in (("final-inspect", [PEHP, "inspect", str(final), "--json"], None),
+                               ("final-verify", verify, None),
+                               ("final-verify-warm", verify, warm_env)):
+            if env is not None and primed.rc != 0:
+                out.append(Result(name, "verify, cache filled by emit-final", "failed", error=_err_line(primed)))
+                continue
+            best, runs = best_of(repeat, lambda cmd=cmd, env=env: measure(cmd, timeout=timeout, env=env))
+            rr = Result(name, " ".join(Path(c).name if "/" in c else c for c in cmd[1:3]) +
+                        (", cache filled by emit-final" if env is not None else ""), "ok")
             if best.rc != 0:
                 rr.status, rr.error = "failed", _err_line(best)
             else:
                 rr.wall_s, rr.cpu_s, rr.peak_bytes = best.wall_s, best.cpu_s, best.peak_bytes
-                rr.targets.append(_target(f"{name.split('-')[1]} < {READ_TARGET_S} s", best.wall_s, READ_TARGET_S, "s"))
+                rr.targets.append(_target(f"{name.split('-', 1)[1]} < {READ_TARGET_S} s", best.wall_s, READ_TARGET_S, "s"))
             out.append(rr)
         out.append(bench_simulate_patch(base, final, what, repeat, timeout))
         return out
@@ -670,6 +682,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=OUT_DIR / "results.json")
     a = ap.parse_args(argv)
     QUIET["enabled"] = not a.no_wait_quiet
+    # Every measurement is cold (pehotpatch/cache.py off) but the one that says it is warm.
+    os.environ["PEHP_NO_CACHE"] = "1"
 
     names = select(a.only, a.quick)
     for tool in (OBJDUMP, "clang-cl-22", "lld-link-22"):

@@ -37,6 +37,9 @@ def recipes(paths: list[str]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Every input is a new image: the cache of normalised code (pehotpatch/cache.py) would
+    # only fill up, and each run should depend on its input alone.
+    os.environ["PEHP_NO_CACHE"] = "1"
     ap = argparse.ArgumentParser(prog="python -m fuzz", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="fuzz every command")

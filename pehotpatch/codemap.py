@@ -7,6 +7,7 @@ need.  Listings for display are recomputed for the few functions that changed.
 
 from __future__ import annotations
 
+import array
 import bisect
 import hashlib
 import marshal
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple, TypeVar
 
+import pehotpatch.cache as cache
 from pehotpatch.disasm import NormalizedCode, normalize
 from pehotpatch.image.machine import Machine
 from pehotpatch.image.pe import PEImage
@@ -251,6 +253,47 @@ def _shared(worker: Callable[[_J], Any], work: Sequence[_J], jobs: int) -> list[
 
 def build_codemaps(indexes: Sequence[SymbolIndex], *, jobs: int | None = None) -> list[dict[int, FuncCode]]:
     """Normalise every function of every index; returns one ``{rva: FuncCode}`` per index.
+
+    An index whose image and function extents were normalised before by this same pehp
+    is read back from the cache (:mod:`pehotpatch.cache`); the others are normalised and
+    stored there."""
+    keys = [_cache_key(ix) for ix in indexes]
+    out = [_cached(k) for k in keys]
+    todo = [i for i, got in enumerate(out) if got is None]
+    if todo:
+        made = _build_codemaps([indexes[i] for i in todo], jobs=jobs)
+        for i, m in zip(todo, made, strict=True):
+            out[i] = m
+            if (k := keys[i]) is not None:
+                cache.put(k, [tuple(fc) for fc in m.values()])
+    return [m if m is not None else {} for m in out]
+
+
+def _cache_key(ix: SymbolIndex) -> str | None:
+    if cache.directory() is None:
+        return None
+    img = ix.image
+    # what is normalised: the image's bytes (its sections and relocations among them)
+    # and each function's extent
+    extents = array.array("Q", [x for f in ix.functions for x in (f.rva, f.size)])
+    return cache.key("codemap", hashlib.sha256(img.data).digest(), str(img.machine).encode(),
+                     img.image_base.to_bytes(8, "little"), extents.tobytes())
+
+
+def _cached(name: str | None) -> dict[int, FuncCode] | None:
+    if name is None:
+        return None
+    got = cache.get(name)
+    if not isinstance(got, list):
+        return None
+    try:
+        return {fc.rva: fc for fc in map(_make_code, got)}
+    except TypeError:
+        return None
+
+
+def _build_codemaps(indexes: Sequence[SymbolIndex], *, jobs: int | None = None) -> list[dict[int, FuncCode]]:
+    """:func:`build_codemaps` without the cache.
 
     With two indexes of the same x86/x64 machine (a base and its rebuild), the second
     is normalised first and each function of the first that is a moved copy of one of

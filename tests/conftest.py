@@ -15,6 +15,10 @@ SAMPLES = ROOT / "samples"
 sys.path.insert(0, str(ROOT / "tools"))
 
 IN_CI = os.environ.get("CI") == "true"
+# Tests compute everything: the cache of normalised code and pairings (pehotpatch/cache.py)
+# is off, for the test process and the pehp processes it starts, except where
+# tests/test_cache.py turns it on.
+os.environ["PEHP_NO_CACHE"] = "1"
 PDB_DATA = ROOT / "tests" / "data" / "pdb"
 
 

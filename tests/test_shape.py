@@ -14,7 +14,7 @@ PKG = ROOT / "pehotpatch"
 
 #: Stages from the bottom up; a module belongs to the first prefix that matches its name.
 STAGES: list[tuple[str, ...]] = [
-    ("pehotpatch.errors", "pehotpatch.perf", "pehotpatch.structs", "pehotpatch.output", "pehotpatch.version",
+    ("pehotpatch.errors", "pehotpatch.perf", "pehotpatch.cache", "pehotpatch.structs", "pehotpatch.output", "pehotpatch.version",
      "pehotpatch.vocab"),
     ("pehotpatch.image",),
     ("pehotpatch.table",),

@@ -32,61 +32,18 @@ only through pointers in mapped data is added by those pointers (:mod:`pehotpatc
 from __future__ import annotations
 
 import bisect
-import re
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections import defaultdict
 
+import pehotpatch.cache as cache
 from pehotpatch.codemap import KIND_CODES, FuncCode
 from pehotpatch.correlate import callsites
 from pehotpatch.correlate.datamap import pointer_targets
 from pehotpatch.correlate.dllrenames import import_renames
 from pehotpatch.correlate.globals import module_key, pair_globals, reference_votes
+from pehotpatch.correlate.model import Correlation, FunctionPair, GlobalPair, canonical_name
 from pehotpatch.correlate.order import align, in_order, sole_match
-from pehotpatch.image.symbols import Function, Global, SymbolIndex
+from pehotpatch.image.symbols import Function, SymbolIndex
 from pehotpatch.vocab import RefKind
-
-_SUFFIX = re.compile(r"(\.(cold|part|isra|constprop|llvm|lto_priv|localalias)(\.\d+)*)+$")
-
-
-def canonical_name(name: str) -> str:
-    """A name without compiler-added suffixes (``f.cold``, ``f.llvm.123``)."""
-    return _SUFFIX.sub("", name)
-
-
-@dataclass(frozen=True, slots=True)
-class FunctionPair:
-    base: Function
-    new: Function
-    method: str
-
-
-@dataclass(frozen=True, slots=True)
-class GlobalPair:
-    base: Global
-    new: Global
-    method: str
-
-
-@dataclass
-class Correlation:
-    functions: list[FunctionPair] = field(default_factory=list)
-    removed_functions: list[Function] = field(default_factory=list)
-    added_functions: list[Function] = field(default_factory=list)
-    globals: list[GlobalPair] = field(default_factory=list)
-    removed_globals: list[Global] = field(default_factory=list)
-    added_globals: list[Global] = field(default_factory=list)
-    function_map: dict[int, int] = field(default_factory=dict)  # base start -> new start
-    global_map: dict[int, int] = field(default_factory=dict)
-    data_map: dict[int, int] = field(default_factory=dict)  # unnamed data, by votes
-    # import keys of the base ("old.dll!f") in the new image's terms, for DLLs renamed
-    # between the builds (see import_renames); keys not in it are unchanged
-    import_map: dict[str, str] = field(default_factory=dict)
-
-    def import_key(self, base_key: str) -> str:
-        return self.import_map.get(base_key, base_key)
-
-    def methods(self) -> dict[str, int]:
-        return dict(sorted(Counter(p.method for p in self.functions).items()))
 
 
 class _Pairer:
@@ -175,6 +132,30 @@ class _Pairer:
             if len(rest_b) == len(rest_n):
                 for b, n in zip(rest_b, rest_n, strict=True):
                     self.pair(b, n, "name")
+
+    # -- a pairing read back from the cache ------------------------------------------
+    def state(self) -> tuple[list[tuple[int, int, str]], list[tuple[int, int]]]:
+        """The function pairs (in the order made) and the data map, as plain tuples."""
+        return [(b, n, self.method[b]) for b, n in self.fmap.items()], list(self.dmap.items())
+
+    def restore(self, state: object) -> bool:
+        """Take the pairing :meth:`state` gave, if it fits these indexes."""
+        try:
+            pairs: list[tuple[int, int, str]]
+            dmap: list[tuple[int, int]]
+            pairs, dmap = state  # type: ignore[misc]
+            bby, nby = self.base.function_by_rva, self.new.function_by_rva
+            if not all(b in bby and n in nby and isinstance(m, str) for b, n, m in pairs):
+                return False
+            fmap = {b: n for b, n, _ in pairs}
+            if len(fmap) != len(pairs) or len(set(fmap.values())) != len(pairs):
+                return False
+            self.fmap, self.method = fmap, {b: m for b, _, m in pairs}
+            self.rfmap = {n: b for b, n in fmap.items()}
+            self.dmap = {int(b): int(n) for b, n in dmap}
+            return True
+        except (TypeError, ValueError):
+            return False
 
     # -- 2. content hash -----------------------------------------------------------------
     def _stable_key(self, ix: SymbolIndex, code: FuncCode, mapped: dict[int, int] | None) -> tuple:
@@ -515,9 +496,39 @@ def _named_apart(b: Function, n: Function) -> bool:
 
 
 def correlate(base: SymbolIndex, new: SymbolIndex,
-              bcode: dict[int, FuncCode], ncode: dict[int, FuncCode]) -> Correlation:
+              bcode: dict[int, FuncCode], ncode: dict[int, FuncCode], *,
+              cache_key: str | None = None) -> Correlation:
+    """Pair the functions and globals of ``base`` and ``new``.  ``cache_key`` names the
+    pairing's entry in :mod:`pehotpatch.cache` (the caller makes it from everything the
+    indexes and code maps are made from): the function pairs and the data map are read
+    from it when present, else worked out and stored there."""
     imap = import_renames(base, new)
     p = _Pairer(base, new, bcode, ncode, imap)
+    if not (cache_key and p.restore(cache.get(cache_key))):
+        _pair_functions(p)
+        if cache_key:
+            cache.put(cache_key, p.state())
+    corr = Correlation(function_map=dict(p.fmap), data_map=p.dmap, import_map=imap)
+    nby = new.function_by_rva
+    for f in base.functions:
+        n = p.fmap.get(f.rva)
+        if n is None:
+            corr.removed_functions.append(f)
+        else:
+            corr.functions.append(FunctionPair(f, nby[n], p.method[f.rva]))
+    corr.added_functions = [f for f in new.functions if f.rva not in p.rfmap]
+
+    # Globals: by name; homonyms in one module by the functions that reference them.
+    gp = pair_globals(base, new, canonical_name, reference_votes(base, new, p.fmap, bcode, ncode, canonical_name))
+    corr.globals = [GlobalPair(b, n, "name") for b, n in gp.pairs]
+    corr.global_map = {b.rva: n.rva for b, n in gp.pairs}
+    corr.removed_globals, corr.added_globals = gp.removed, gp.added
+    # Unnamed data that only other data points at, by those pointers.
+    corr.data_map.update(pointer_targets(base, new, {**corr.data_map, **corr.global_map}))
+    return corr
+
+
+def _pair_functions(p: _Pairer) -> None:
     p.by_name()
     for _ in range(4):
         made = p.by_content() + p.by_votes()
@@ -539,22 +550,3 @@ def correlate(base: SymbolIndex, new: SymbolIndex,
         if not made:
             break
     p.by_votes(data=True)  # the data map, from the final pairs
-
-    corr = Correlation(function_map=dict(p.fmap), data_map=p.dmap, import_map=imap)
-    nby = new.function_by_rva
-    for f in base.functions:
-        n = p.fmap.get(f.rva)
-        if n is None:
-            corr.removed_functions.append(f)
-        else:
-            corr.functions.append(FunctionPair(f, nby[n], p.method[f.rva]))
-    corr.added_functions = [f for f in new.functions if f.rva not in p.rfmap]
-
-    # Globals: by name; homonyms in one module by the functions that reference them.
-    gp = pair_globals(base, new, canonical_name, reference_votes(base, new, p.fmap, bcode, ncode, canonical_name))
-    corr.globals = [GlobalPair(b, n, "name") for b, n in gp.pairs]
-    corr.global_map = {b.rva: n.rva for b, n in gp.pairs}
-    corr.removed_globals, corr.added_globals = gp.removed, gp.added
-    # Unnamed data that only other data points at, by those pointers.
-    corr.data_map.update(pointer_targets(base, new, {**corr.data_map, **corr.global_map}))
-    return corr

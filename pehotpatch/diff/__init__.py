@@ -16,11 +16,13 @@ padding between functions shows and no symbol source gives.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+import pehotpatch.cache as cache
 from pehotpatch.codemap import (
     KIND_CODES,
     KIND_NAMES,
@@ -218,8 +220,25 @@ def correlate_images(base: LoadedImage, new: LoadedImage, *, jobs: int | None = 
     ncode.update(extra)
     base, new = replace(base, index=bix), replace(new, index=nix)
     progress("correlate", 0, 1)
-    corr = correlate(base.index, new.index, bcode, ncode)
+    corr = correlate(base.index, new.index, bcode, ncode, cache_key=_pairing_key(base, new))
     return Correlated(base, new, corr, (bcode, ncode), t0)
+
+
+def _pairing_key(base: LoadedImage, new: LoadedImage) -> str | None:
+    """The pairing's cache entry: both images' bytes and PDBs (which the indexes are
+    built from), and what the indexes hold that the pairing reads (in case a caller
+    changed an index after loading)."""
+    if cache.directory() is None:
+        return None
+    parts: list[bytes] = []
+    for side in (base, new):
+        ix = side.index
+        parts.append(hashlib.sha256(ix.image.data).digest())
+        parts.append(cache.file_digest(side.pdb_path))
+        parts.append(repr([(f.rva, f.size, f.name, sorted(f.aliases), sorted(f.sources), f.module, f.is_static,
+                            f.exported_as) for f in ix.functions]).encode())
+        parts.append(repr([(g.rva, g.size, g.name, g.module) for g in ix.globals]).encode())
+    return cache.key("pairing", *parts)
 
 
 def compare_correlated(c: Correlated, *, progress: Progress | None = None,
