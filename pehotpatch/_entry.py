@@ -8,6 +8,7 @@ Once the command has finished, later signals are ignored: its exit code stands.
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 
@@ -21,8 +22,13 @@ def main() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, remember)
+    # One command is one short process that builds many long-lived, acyclic objects
+    # (images, symbol indexes, code maps): the cyclic collector walks them again at each
+    # allocation burst.  Collect rarely, and never the modules imported so far.
+    gc.set_threshold(50_000, 20, 100)
     from pehotpatch.cli import main as cli_main
 
+    gc.freeze()
     code = cli_main(pending=pending)
     # The command is over and its output complete: a signal now must not turn the exit
     # code into a death by signal while the interpreter shuts down.

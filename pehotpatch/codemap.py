@@ -272,10 +272,13 @@ def build_codemaps(indexes: Sequence[SymbolIndex], *, jobs: int | None = None) -
 def _cache_key(ix: SymbolIndex) -> str | None:
     if cache.directory() is None:
         return None
-    img = ix.image
-    # what is normalised: the image's bytes (its sections and relocations among them)
-    # and each function's extent
-    extents = array.array("Q", [x for f in ix.functions for x in (f.rva, f.size)])
+    return _key(ix.image, ix.functions)
+
+
+def _key(img: PEImage, functions: Sequence[Function]) -> str:
+    """What is normalised: the image's bytes (its sections and relocations among them) and
+    each function's extent."""
+    extents = array.array("Q", [x for f in functions for x in (f.rva, f.size)])
     return cache.key("codemap", hashlib.sha256(img.data).digest(), str(img.machine).encode(),
                      img.image_base.to_bytes(8, "little"), extents.tobytes())
 
@@ -391,7 +394,7 @@ def discover_call_targets(ix: SymbolIndex, code: dict[int, FuncCode]) -> tuple[S
     for f in extra:
         f.size = without_padding(ix.image, f.rva, f.size)
     if not cut:
-        return ix.with_functions(extra), {f.rva: _summarise(f.rva, normalize_function(ix.image, f)) for f in extra}
+        return ix.with_functions(extra), _normalised(ix.image, extra)
     functions: list[Function] = []
     redo: list[Function] = []
     for f in ix.functions:
@@ -409,4 +412,18 @@ def discover_call_targets(ix: SymbolIndex, code: dict[int, FuncCode]) -> tuple[S
             redo.append(piece)
     functions = sorted([*functions, *extra], key=lambda f: f.rva)
     out = replace(ix, functions=functions, notes=list(ix.notes))
-    return out, {f.rva: _summarise(f.rva, normalize_function(ix.image, f)) for f in [*extra, *redo]}
+    return out, _normalised(ix.image, [*extra, *redo])
+
+
+def _normalised(img: PEImage, functions: list[Function]) -> dict[int, FuncCode]:
+    """``functions`` of ``img`` normalised, or read from the cache."""
+    name = None
+    if functions and cache.directory() is not None:
+        name = _key(img, functions)
+        got = _cached(name)
+        if got is not None:
+            return got
+    out = {f.rva: _summarise(f.rva, normalize_function(img, f)) for f in functions}
+    if name is not None:
+        cache.put(name, [tuple(fc) for fc in out.values()])
+    return out

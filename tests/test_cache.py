@@ -50,6 +50,7 @@ def _no_computing(monkeypatch) -> None:
         raise AssertionError("computed although the cache holds it")
 
     monkeypatch.setattr(codemap, "_build_codemaps", refuse)
+    monkeypatch.setattr(codemap, "normalize_function", refuse)
     monkeypatch.setattr(correlate_mod, "_pair_functions", refuse)
 
 
@@ -67,8 +68,8 @@ def test_a_run_from_the_cache_equals_a_computed_one(d, alone, cache_dir, tmp_pat
     assert not cache_dir.exists()  # off: nothing written
     monkeypatch.delenv("PEHP_NO_CACHE")
     assert _outputs(base, inter, ff) == computed  # fills the cache
-    names = sorted(p.name.split("-")[0] for p in cache_dir.glob("*.entry"))
-    assert names == ["codemap", "codemap", "pairing"]
+    names = [p.name.split("-")[0] for p in cache_dir.glob("*.entry")]
+    assert names.count("pairing") == 1 and names.count("codemap") >= 2
     _no_computing(monkeypatch)
     assert _outputs(base, inter, ff) == computed  # reads it
 
@@ -96,7 +97,7 @@ def test_damaged_entries_are_ignored_and_rewritten(cache_dir, monkeypatch):
     monkeypatch.delenv("PEHP_NO_CACHE")
     _outputs(d / "base.dll", d / "intermediate.dll", None)
     entries = sorted(cache_dir.glob("*.entry"))
-    assert len(entries) == 3
+    assert len(entries) >= 3
     damage = [b"", b"\x00garbage", marshal.dumps([("not", "a", "function")]), marshal.dumps(({1: 2}, 3))]
     for k, p in enumerate(entries):
         p.write_bytes(damage[k % len(damage)])
