@@ -119,8 +119,10 @@ LIBRARIES = (
             includes=("third_party/cmark/src", "third_party/cmark/extensions", "generated/windows"),
             excludes=("third_party/cmark/src/main.c",)),
     # zlib-ng's generic C code (no X86_FEATURES: the SIMD files need per-file -m flags), with
-    # its run-time dispatch (functable.c) kept; the gz* file functions need the CRT's I/O
-    Library("zlib-ng", "src/zlib_ng/zlib-ng", ("*.c", "arch/generic/*.c"), ("ZLIB_DLL",),
+    # its run-time dispatch (functable.c) kept, as its CMake build with WITH_OPTIM=OFF makes it
+    # (WITH_ALL_FALLBACKS: 2.3.3's table on x64 otherwise expects SSE2 code for some entries
+    # and aborts when it finds them empty); the gz* file functions need the CRT's I/O
+    Library("zlib-ng", "src/zlib_ng/zlib-ng", ("*.c", "arch/generic/*.c"), ("ZLIB_DLL", "WITH_ALL_FALLBACKS"),
             (Release("zlib_ng", "1.0.0", "2.2.5"), Release("zlib_ng", "1.1.0", "2.3.3")),
             excludes=("gzlib.c", "gzread.c", "gzwrite.c"),
             configure=(("zconf-ng.h", "zconf-ng.h.in"), ("zlib-ng.h", "zlib-ng.h.in"),
