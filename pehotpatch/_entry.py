@@ -24,11 +24,14 @@ def main() -> int:
             signal.signal(sig, remember)
     # One command is one short process that builds many long-lived, acyclic objects
     # (images, symbol indexes, code maps): the cyclic collector walks them again at each
-    # allocation burst.  Collect rarely, and never the modules imported so far.
+    # allocation burst.  Collect rarely, never the modules imported so far, nor what the
+    # stages build with the collector paused (pehotpatch.perf.paused_gc).
     gc.set_threshold(50_000, 20, 100)
     from pehotpatch.cli import main as cli_main
+    from pehotpatch.perf import FREEZE_AFTER_PAUSE
 
     gc.freeze()
+    FREEZE_AFTER_PAUSE[0] = True
     code = cli_main(pending=pending)
     # The command is over and its output complete: a signal now must not turn the exit
     # code into a death by signal while the interpreter shuts down.

@@ -21,5 +21,14 @@ def paused_gc() -> Iterator[None]:
     try:
         yield
     finally:
+        if FREEZE_AFTER_PAUSE[0]:
+            gc.freeze()
         if was:
             gc.enable()
+
+
+#: Set by the ``pehp`` process (:mod:`pehotpatch._entry`), which ends when its command
+#: does: what a paused block built is then frozen (:func:`gc.freeze`), so the collector
+#: never walks it again, instead of walking it all once the collector is back on.  A
+#: library caller keeps the default: everything stays collectable.
+FREEZE_AFTER_PAUSE = [False]
