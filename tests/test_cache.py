@@ -168,3 +168,37 @@ def test_the_cache_is_kept_under_its_size(cache_dir, monkeypatch):
     left = sorted(p.name for p in cache_dir.glob("*.entry"))
     assert left == ["t-4.entry", "t-5.entry"]
     assert not list(cache_dir.glob(".*"))  # no temporary file left
+
+
+@pytest.mark.network
+def test_numpy_from_the_cache_equals_computed(cache_dir, monkeypatch):
+    """numpy 2.5.4 -> 2.5.5 ``_multiarray_umath``, no PDB: the parallel normalisation (two
+    processes, the rebuild's templates reused for the base) and the structural pairing,
+    stored and read back, give the diff and the verification of a final image exactly."""
+    import corpus
+
+    from pehotpatch.api import emit_final, verify_final
+
+    try:
+        base, inter = (corpus.numpy_image(v, "_multiarray_umath*.pyd") for v in corpus.NUMPY_VERSIONS)
+    except Exception as exc:  # no network
+        from conftest import IN_CI
+
+        if IN_CI:
+            raise
+        pytest.skip(f"cannot download the real-world corpus: {exc}")
+    monkeypatch.setenv("PEHP_NO_CACHE", "1")
+    computed = diff_to_json(diff_pair(base, inter), verbose=True)
+    changed = sorted({f["name"] for f in computed["functions"] if f["status"] in ("changed", "changed-through-data")})
+    ff = cache_dir.parent / "functions.txt"
+    ff.write_text("\n".join(changed) + "\n")
+    final = cache_dir.parent / "final.dll"
+    emit_final(base, inter, final, functions_file=ff, force=True)
+    cold = verify_final(final, base=base, intermediate=inter, functions_file=ff)
+    assert cold.ok and cold.checked_records > 100
+    monkeypatch.delenv("PEHP_NO_CACHE")
+    assert diff_to_json(diff_pair(base, inter), verbose=True) == computed  # fills the cache
+    _no_computing(monkeypatch)
+    assert diff_to_json(diff_pair(base, inter), verbose=True) == computed
+    warm = verify_final(final, base=base, intermediate=inter, functions_file=ff)
+    assert (warm.ok, warm.checked_records, warm.findings) == (cold.ok, cold.checked_records, cold.findings)
