@@ -144,6 +144,43 @@ def test_recall_and_false_positives(name, tmp_path):
                          "signature of CreateSuccessors (Ppmd8.obj) changed"}
 
 
+def _built_pair(name, tmp_path):
+    if not have_toolchain() or shutil.which(realcode.DLLTOOL) is None:
+        pytest.skip("needs clang-cl-22, lld-link-22 and llvm-dlltool-22")
+    lib = next(x for x in realcode.LIBRARIES if x.name == name)
+    try:
+        for rel in lib.releases:
+            realcode.fetch(rel, lib)
+    except (subprocess.CalledProcessError, RuntimeError) as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"cannot download the {name} sdists: {exc}")
+    return realcode.build_pair(lib, tmp_path)
+
+
+@pytest.mark.network
+@pytest.mark.toolchain
+def test_zlib_ng_with_pdbs(tmp_path):
+    """zlib-ng 2.2.5 -> 2.3.3, held out from the pairing's tuning, built from its template
+    headers: the truth sees what the sources say (2.3.3 moves zng_crc32_braid's body into
+    crc32_braid_internal behind a new crc32_braid wrapper, arch/generic/crc32_braid_c.c,
+    and drops chunksize_c and its stub, functable.c), and pehp diff with PDBs finds every
+    changed function and nothing else."""
+    truth, truth_inter, unlisted, ff = _built_pair("zlib-ng", tmp_path)
+    assert unlisted == []
+    assert {"zng_crc32_braid", "chunksize_c", "functable:chunksize_stub"} <= set(truth.removed)
+    assert {"crc32_braid", "crc32_braid_internal"} <= set(truth.added)
+    assert "functable:adler32_stub" in truth.changed  # statics keyed by their object
+    assert truth.imports_added == ["free", "malloc"] and truth.imports_removed == ["_aligned_free", "_aligned_malloc"]
+    assert truth.exports_added == truth.exports_removed == []
+    with_pdb, _, d, _ = measure_pair(tmp_path, truth_inter, tmp_path / "intermediate.objs", ff)
+    assert with_pdb.truth_changed == len(truth_inter.changed) > 0
+    assert with_pdb.missed == [] and with_pdb.false_positives == []
+    # ZLIB_DLL: zlib-ng.h dllexports its API, and 2.3.3 keeps every export of 2.2.5
+    exported = {e.name for e in load_pe(tmp_path / "base.dll").exports}
+    assert "zng_deflate" in exported and exported <= {e.name for e in load_pe(tmp_path / "intermediate.dll").exports}
+
+
 @pytest.mark.parametrize("scenario", ["x64/fix_globals", "x64/switch_table", "x86/body_fix"])
 def test_padding_gives_the_starts_the_pdb_knows(scenario, tmp_path):
     """A DLL copied alone (no PDB): the starts found after the int3 padding lld's
