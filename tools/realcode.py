@@ -104,6 +104,12 @@ PPMD_API = ("Ppmd7_Construct", "Ppmd7_Alloc", "Ppmd7_Free", "Ppmd7_Init", "Ppmd7
             "Ppmd8_Construct", "Ppmd8_Alloc", "Ppmd8_Free", "Ppmd8_Init", "Ppmd8_RangeDec_Init",
             "Ppmd8_DecodeSymbol", "Ppmd8_RangeEnc_Init", "Ppmd8_RangeEnc_FlushData", "Ppmd8_EncodeSymbol")
 
+PYCRYPTODOME_SOURCES = ("AES.c", "ARC2.c", "ARC4.c", "CAST.c", "DES.c", "DES3.c", "blowfish.c", "raw_ecb.c",
+                        "raw_cbc.c", "raw_cfb.c", "raw_ctr.c", "raw_ofb.c", "raw_ocb.c", "raw_xts.c",
+                        "ghash_portable.c", "MD2.c", "MD4.c", "MD5.c", "RIPEMD160.c", "SHA1.c", "SHA224.c",
+                        "SHA256.c", "SHA384.c", "SHA512.c", "keccak.c", "blake2b.c", "blake2s.c", "Salsa20.c",
+                        "chacha20.c", "poly1305.c", "strxor.c", "base64.c", "pkcs1_decode.c")
+
 LIBRARIES = (
     Library("lz4", "lz4libs", ("lz4.c", "lz4hc.c", "lz4frame.c", "xxhash.c"), ("LZ4_DLL_EXPORT=1",),
             (Release("lz4", "4.0.2", "1.9.3"), Release("lz4", "4.3.3", "1.9.4"))),
@@ -128,6 +134,13 @@ LIBRARIES = (
             excludes=("gzlib.c", "gzread.c", "gzwrite.c"),
             configure=(("zconf-ng.h", "zconf-ng.h.in"), ("zlib-ng.h", "zlib-ng.h.in"),
                        ("zlib_name_mangling-ng.h", "zlib_name_mangling.h.empty"))),
+    # pycryptodome's portable C primitives (block ciphers, their modes, hashes, stream ciphers,
+    # GHASH) as one DLL: each listed file is a module of its own that dllexports its API
+    # (EXPORT_SYM); the SIMD variants (AES-NI, SHA-NI, CLMUL, AVX2) need per-file -m flags; the
+    # defines are those its setup.py gives an x64 Windows build (no __int128 there)
+    Library("pycryptodome", "src", PYCRYPTODOME_SOURCES,
+            ("NO_CPYTHON_MODULE", "HAVE_STDINT_H", "PYCRYPTO_LITTLE_ENDIAN", "SYS_BITS=64"),
+            (Release("pycryptodome", "4.4.0", "4.4.0"), Release("pycryptodome", "4.5.0", "4.5.0"))),
 )
 
 SUPPORT_C = r"""
