@@ -28,7 +28,7 @@ HP4xx    globals and data                                   :mod:`.data`
 HP5xx    the hot-patch set against what changed             :mod:`.functions`
 HP6xx    how patched code reaches globals                   :mod:`.refs`
 HP7xx    whether the base functions can be redirected       :mod:`.prologue`
-HP705    redirections on pairs that no name confirms        :mod:`.pairing`
+HP705-6  decisions on pairs that no name confirms           :mod:`.pairing`
 =======  =================================================  ==========================
 """
 

@@ -1,4 +1,4 @@
-"""HP705: redirections built on function pairs that no name confirms.
+"""HP705, HP706: gate decisions built on function pairs that no name confirms.
 
 Every record of the patch ties a base function to its counterpart in the patch image:
 forward (the base function runs the patched one) and backward (patched code calling an
@@ -9,6 +9,12 @@ built on a wrong pair sends one function's callers into another function's code.
 A pair by identical content (the same normalised code and named references, unique on
 both sides) is not reported: whichever of two such functions a record names, it runs
 the same code.
+
+HP706 is the other side of the same doubt: an unlisted function is left to the base
+because it compares equal, and that comparison equates a call in it with a call in the
+base only through the pair of a function that changed and was paired by structure.  If
+that pair is wrong, the function now calls another function than the base did: it
+changed, and HP501 would have said so.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections.abc import Iterator
 from pehotpatch.reach import CALL, JUMP, UNPATCHED
 from pehotpatch.rules import ERROR, Finding, checker, define, finding, hx
 from pehotpatch.rules.context import Context
+from pehotpatch.vocab import Side
 
 #: Pairings a redirection may rely on: a name both images give, or identical code.
 _CERTAIN = frozenset({"name", "content-hash"})
@@ -33,6 +40,20 @@ define(
     function's callers in another function's code. Pairs by identical content are not
     reported (either function runs the same code). Give the base image's PDB (--pdb-base,
     or BASE.pdb next to it) so that every pair is made by name.""",
+)
+
+define(
+    "HP706", "UnchangedThroughUnnamedPair", "unlisted function unchanged only through a pair made without a name",
+    ERROR,
+    """A function that is not in the hot-patch set compares equal to its base version,
+    but only because a function it calls (or whose address it takes) was paired with
+    its base counterpart by structure, not by name, and that function changed. Without
+    names, structural pairing (call-graph votes, aligned call sites, address order) can
+    take a look-alike for the function: a caller switched from a removed function to a
+    look-alike then compares equal, and the change in it is hidden from HP501. If the
+    pair is wrong, the running base keeps executing the caller's old code, which calls
+    the old function. Give the base image's PDB (--pdb-base, or BASE.pdb next to it) so
+    that every pair is made by name, or add the function to the functions file.""",
 )
 
 
@@ -66,4 +87,45 @@ def _finding(name: str, direction: str, how: str, base_rva: int | None, new_rva:
                      "images give it", "a look-alike paired by mistake would be redirected instead; give "
                      "the base image's PDB so that the pair is made by name"],
         evidence={"direction": direction, "pairing": how, "base_rva": hx(base_rva), "new_rva": hx(new_rva)},
+    )
+
+
+@checker("HP7xx", emits=("HP706",))
+def check_unchanged_callers(ctx: Context) -> Iterator[Finding]:
+    pairs = ctx.diff.correlation.functions
+    method = {p.new.rva: p.method for p in pairs}
+    doubtful = {fd.new.rva: fd for fd in ctx.changed if method.get(fd.new.rva, fd.method) not in _CERTAIN}
+    if not doubtful:
+        return
+    changed = {fd.new.rva for fd in ctx.changed}
+    for p in sorted(pairs, key=lambda p: (p.new.name, p.new.rva)):
+        if p.new.rva in changed or ctx.in_set(p.new):
+            continue
+        through: dict[int, int] = {}  # callee rva -> first offset
+        for r in ctx.refs(Side.NEW, p.new):
+            fd = doubtful.get(r.target)
+            if fd is not None and r.target != p.new.rva:
+                through.setdefault(r.target, r.offset)
+        if through:
+            callees = [(doubtful[t].new.name, method.get(t, doubtful[t].method), doubtful[t].base.rva, t, off)
+                       for t, off in sorted(through.items(), key=lambda x: x[1])]
+            yield _unchanged_through(p.new.name, p.base.rva, p.new.rva, callees)
+
+
+def _unchanged_through(name: str, base_rva: int, new_rva: int,
+                       callees: list[tuple[str, str, int, int, int]]) -> Finding:
+    what = ", ".join(f"{callee} (paired by {how} with the base function at {hx(b)})" for callee, how, b, _, _ in callees)
+    first, first_how = callees[0][0], callees[0][1]
+    return finding(
+        "HP706", f"{name} is taken as unchanged through a pairing made without a name ({first}, {first_how})",
+        symbol=name, kind="function",
+        explanation=[f"{name} is not in the hot-patch set and compares equal to the base function at "
+                     f"{hx(base_rva)}",
+                     f"it refers to {what}, which changed",
+                     "if that pair is wrong (a look-alike), the base version refers to another function: "
+                     f"{name} changed, and the running base keeps its old code",
+                     "give the base image's PDB so that the pair is made by name, or list the function"],
+        evidence={"base_rva": hx(base_rva), "new_rva": hx(new_rva),
+                  "through": [{"function": callee, "pairing": how, "base_rva": hx(b), "new_rva": hx(n),
+                               "offset": hx(off)} for callee, how, b, n, off in callees]},
     )
