@@ -1,23 +1,29 @@
 """Does a wrong structural pair ever make the gate wrong?  Generated pairs, three ways.
 
-    .venv/bin/python tools/pairgate.py --seeds 0-49 [--keep DIR] [--json OUT]
+    .venv/bin/python tools/pairgate.py --seeds 0-49 [--ignore HP706] [--keep DIR] [--json OUT]
 
 For each seed, ``tools/pairgen.py``'s generator builds a base and an intermediate (look-
 alikes, renames, removals with callers switched to a look-alike, moved bodies, inlining,
 reordered calls) and a second intermediate, "omit", rebuilt with one changed function left
 out of the functions file (the mistake HP501 must catch).  Each intermediate is checked
-against the base (``pehp check``, in process) and planned (``pehp plan``):
+against the base (``check_pair``'s engine, what ``pehp check`` runs, in process) and
+planned (``plan_diff``, as ``pehp plan``):
 
   a  both PDBs and the functions file (the reference: every pair is made by name);
   b  the base DLL copied alone (no base PDB), the intermediate with its PDB;
   c  both DLLs copied alone, with the functions file.
 
-A gate failure is a seed where b or c says "patchable" while a says "rejected", an HP501
-that a reports (an unlisted changed function) and b or c does not, or a plan record of b
-that binds a patch-image address to another base address than a's while HP705 does not
-reject that function.  The reference itself is checked against the generator: with the
-full functions file a must report no HP501, and with the omitted function it must report
-that function.
+A gate failure is b or c saying "patchable" where a says "rejected"; a function that a
+reports under HP501 and that no error finding of b or c names, unless the difference is
+explained by identical code (a callee renamed or a body moved, paired by content), by a
+rename the pairing got right (checked against the generator), or by an unpaired function
+reached only from patched or new code; or a record of b's plan that binds a patch-image
+function to another base function than its name pair in a, not rejected by HP705 and not
+by identical content, or that binds a base function a forward record redirects.  The
+reference is checked against the generator too: with the full functions file a should
+report no HP501, and with a function left out it should report that function; where it
+does not, the line says so (REFERENCE).  ``--ignore`` leaves out a rule's findings (the
+gate as it was before that rule).
 """
 
 from __future__ import annotations
@@ -172,40 +178,46 @@ def check_variant(d: Path, v: Path, seed: int, variant: str, omitted: str | None
             else:
                 out.failures.append(line)
                 out.causes.append(kind)
-    plan = plan_failures(a, runs["b"])
+    plan, plan_benign = plan_failures(a, runs["b"])
     out.failures += plan
+    out.benign += plan_benign
     out.causes += ["plan"] * len(plan)
     return out
 
 
-def plan_failures(a: Run, b: Run) -> list[str]:
+def plan_failures(a: Run, b: Run) -> tuple[list[str], list[tuple[str, str]]]:
     """Records of b's plan that bind a function of the patch image to another base function
-    than its name does (a's pair), and that no error rejects."""
-    out = []
+    than its name does (a's pair), and that no error rejects; and those that HP705 rejects
+    or that name a base function of identical code (benign)."""
+    out: list[str] = []
+    benign: list[tuple[str, str]] = []
     forwarded = {base_rva: patch for patch, base_rva in b.plan["forward"].items()}
     for kind in ("forward", "backward"):
         for patch, base_rva in sorted(b.plan[kind].items()):
             name = a.names.get(patch, hex(patch))
-            if patch in b.hp705:
-                continue
-            clash = forwarded.get(base_rva)
-            if clash is not None and clash != patch:
-                out.append(f"b: plan {kind} {name} {hex(patch)} -> base {hex(base_rva)}, which a forward "
-                           f"record redirects to {a.names.get(clash, hex(clash))}")
-                continue
             want = a.pairs.get(patch, (None, ""))[0]
-            if want == base_rva:
+            clash = forwarded.get(base_rva)
+            if want == base_rva and clash in (None, patch):
+                continue
+            line = (f"b: plan {kind} {name} {hex(patch)} -> base {hex(base_rva)}, a pairs it with "
+                    f"{'nothing' if want is None else hex(want)}")
+            if patch in b.hp705:
+                benign.append(("plan-hp705", line + "; rejected by HP705"))
+                continue
+            if clash is not None and clash != patch:
+                out.append(line + f"; a forward record redirects that base function to "
+                           f"{a.names.get(clash, hex(clash))}")
                 continue
             how = b.pairs.get(patch, (None, "?"))[1]
-            if how == "content-hash":
-                continue  # identical code: either base function runs the same
-            out.append(f"b: plan {kind} {name} {hex(patch)} -> base {hex(base_rva)} by {how}, a pairs it "
-                       f"with {'nothing' if want is None else hex(want)}; not rejected by HP705")
+            if how == "content-hash":  # identical code: either base function runs the same
+                benign.append(("plan-identical", line + " by content-hash (identical code)"))
+                continue
+            out.append(line + f" by {how}; not rejected by HP705")
     for slot, base_rva in sorted(b.plan["data"].items()):
         if a.plan["data"].get(slot) != base_rva:
             out.append(f"b: plan data slot {hex(slot)} -> base {hex(base_rva)}, a binds "
                        f"{a.plan['data'].get(slot)}")
-    return out
+    return out, benign
 
 
 def _right(truth: pairgen.Truth, base_name: str, new_name: str) -> bool:
