@@ -643,3 +643,28 @@ def test_order_refuses_a_function_that_calls_nothing_for_one_that_calls_known_co
     nc[0x2100] = code(n[1], "n2100", ((4, CALL, 0x2500),))
     corr = correlate(index(image, b), index(image, n), bc, nc)
     assert pairs(corr)["sub_1100"] == ("sub_2100", "order")
+
+
+def _thunk(f: Function, slot: int) -> FuncCode:
+    """An import thunk: one `jmp [rip+slot]`."""
+    return FuncCode(f.rva, b"thunk".ljust(16, b"."), ((2, KIND_CODES[RefKind.INDIRECT_JUMP], slot),), 1, 6, b"",
+                    False)
+
+
+@pytest.mark.parametrize("same_import", [True, False])
+def test_import_thunks_of_different_imports_never_pair(image, same_import):
+    # zlib-ng 2.3.3 calls malloc where 2.2.5 called _aligned_malloc: the caller's call
+    # graph votes for the two thunks, which jump through the slots of different imports.
+    imp = _imports("ucrt.dll", ["_aligned_malloc", "malloc"], 0x3000)
+    b = [fn("caller", 0x1000), fn("sub_1100", 0x1100, 6)]
+    n = [fn("caller", 0x2000), fn("sub_2100", 0x2100, 6)]
+    bc = {0x1000: code(b[0], "caller-old", ((4, CALL, 0x1100), (9, CALL, 0x1000))), 0x1100: _thunk(b[1], 0x3000)}
+    nc = {0x2000: code(n[0], "caller-new", ((4, CALL, 0x2100), (9, CALL, 0x2000))),
+          0x2100: _thunk(n[1], 0x3000 if same_import else 0x3008)}
+    corr = correlate(index(image, b, imports=imp), index(image, n, imports=imp), bc, nc)
+    got = pairs(corr)
+    if same_import:
+        assert got["sub_1100"][0] == "sub_2100"
+    else:
+        assert "sub_1100" not in got
+        assert [f.name for f in corr.added_functions] == ["sub_2100"]

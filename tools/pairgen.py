@@ -309,6 +309,7 @@ def mutate(base: Program, seed: int) -> tuple[Program, Truth, set[str]]:
         changed.add(fid)
     same = {base.funcs[i].key(): new.funcs[i].key() for i in base.funcs
             if i in new.funcs and i not in inlined}
+    same["support:DllMain"] = "support:DllMain"  # SUPPORT_C is the same in both builds
     truth = Truth(same, {base.funcs[b].key(): new.funcs[i].key() for b, i in moved.items()},
                   {new.funcs[i].name for i in changed if i in new.funcs and not new.funcs[i].inline})
     return new, truth, removed

@@ -37,6 +37,7 @@ from collections import defaultdict
 import pehotpatch.cache as cache
 from pehotpatch.codemap import KIND_CODES, FuncCode
 from pehotpatch.correlate import callsites
+from pehotpatch.correlate.apart import named_apart, thunk_import, within
 from pehotpatch.correlate.datamap import pointer_targets
 from pehotpatch.correlate.dllrenames import import_renames
 from pehotpatch.correlate.globals import module_key, pair_globals, reference_votes
@@ -74,7 +75,7 @@ class _Pairer:
         is off."""
         if b.rva in self.fmap or n.rva in self.rfmap:
             return False
-        if method != "name" and _named_apart(b, n):
+        if method != "name" and (named_apart(b, n) or self._other_imports(b.rva, n.rva)):
             return False
         if method in _NEEDS_LIKENESS and likeness and not self.comparable(b, n):
             # The call graph names a counterpart too unlike to be the same function (a
@@ -94,10 +95,10 @@ class _Pairer:
         Brotli's `SaveErrorCode`, 15 bytes and 6 instructions, has 50 and 13 in 1.1.0;
         the function that replaced `BrotliInitEncoderDictionary` at its one call site has
         323 bytes for its 100)."""
-        if not _within(b.size, n.size, 2, 32):
+        if not within(b.size, n.size, 2, 32):
             return False
         cb, cn = self.bcode.get(b.rva), self.ncode.get(n.rva)
-        return cb is None or cn is None or cb.digest == cn.digest or _within(cb.n_insns, cn.n_insns, 2, 8)
+        return cb is None or cn is None or cb.digest == cn.digest or within(cb.n_insns, cn.n_insns, 2, 8)
 
     # -- 1. names ------------------------------------------------------------------------
     def by_name(self) -> None:
@@ -132,6 +133,14 @@ class _Pairer:
             if len(rest_b) == len(rest_n):
                 for b, n in zip(rest_b, rest_n, strict=True):
                     self.pair(b, n, "name")
+
+    def _other_imports(self, brva: int, nrva: int) -> bool:
+        """Both are import thunks (a jump through an import slot, ``__imp_`` stubs the
+        linker makes) of different imports: however alike the code and callers, never
+        one function."""
+        kb = thunk_import(self.base, self.bcode.get(brva))
+        kn = thunk_import(self.new, self.ncode.get(nrva))
+        return kb is not None and kn is not None and self.import_map.get(kb, kb) != kn
 
     # -- a pairing read back from the cache ------------------------------------------
     def state(self) -> tuple[list[tuple[int, int, str]], list[tuple[int, int]]]:
@@ -481,18 +490,6 @@ _MAX_ALIGN_CELLS = 250_000
 _CALL = KIND_CODES[RefKind.CALL]
 _DATA = KIND_CODES[RefKind.DATA]
 _NEEDS_LIKENESS = frozenset({"call-graph", "call-site"})
-
-
-def _within(a: int, b: int, factor: int, slack: int) -> bool:
-    return max(a, b) <= factor * min(a, b) + slack
-
-
-def _named_apart(b: Function, n: Function) -> bool:
-    """Both functions have names (PDB, publics, exports) and share none of them."""
-    if not (b.named and n.named):
-        return False
-    names_b = {canonical_name(x) for x in (b.name, *b.aliases)}
-    return not names_b & {canonical_name(x) for x in (n.name, *n.aliases)}
 
 
 def correlate(base: SymbolIndex, new: SymbolIndex,

@@ -54,11 +54,16 @@ def split_at_padding(ix: SymbolIndex) -> SymbolIndex:
     found = False
     fs = ix.functions
     for i, f in enumerate(fs):
-        nxt = fs[i + 1].rva if i + 1 < len(fs) else f.end
+        sec = ix.image.section_at(f.rva)
+        # the next start, or the end of the section (the last function of a section is
+        # followed by whatever no symbol names: import thunks reached only by jumps)
+        sec_end = sec.rva + sec.size if sec is not None else f.end
+        nxt = min(fs[i + 1].rva, sec_end) if i + 1 < len(fs) else sec_end
+        nxt = max(nxt, f.end)
         if f.sources & _EXACT:
             functions.append(f)
             lo, hi = f.end, nxt
-            cuts = _starts(ix, lo, hi) if ix.image.section_at(lo) is ix.image.section_at(f.rva) else []
+            cuts = _starts(ix, lo, hi) if ix.image.section_at(lo) is sec else []
         else:
             lo, hi = f.rva, f.end
             cuts = _starts(ix, lo, hi) if f.size > _ALIGN else []
