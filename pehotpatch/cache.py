@@ -16,8 +16,9 @@ under a key made of exactly those, and the next run reads it back instead.
   into place (a reader never sees a partial entry).  An entry that does not read back as
   the expected shape is ignored and rewritten.  The cache is an optimisation only:
   any error reading or writing it is ignored, and the result is the one computing gives.
-* Size: after a write, the oldest entries (by last use) are removed while the directory
-  holds more than :data:`MAX_BYTES`.
+* Size: after a write, at most once per :data:`PRUNE_EVERY_S` (a marker file's age says
+  when), the oldest entries (by last use) are removed while the directory holds more
+  than :data:`MAX_BYTES`.
 """
 
 from __future__ import annotations
@@ -26,11 +27,14 @@ import hashlib
 import marshal
 import os
 import tempfile
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 MAX_BYTES = 1 << 30  # 1 GiB
+PRUNE_EVERY_S = 600.0
+_PRUNED = ".pruned"
 _SUFFIX = ".entry"
 
 
@@ -129,6 +133,16 @@ def put(name: str, value: Any) -> None:
 
 
 def _prune(d: Path) -> None:
+    marker = d / _PRUNED
+    try:
+        if time.time() - marker.stat().st_mtime < PRUNE_EVERY_S:
+            return  # listing a large cache after every write would cost more than it saves
+    except OSError:
+        pass
+    try:
+        marker.touch()
+    except OSError:
+        return
     entries = []
     total = 0
     for p in d.glob("*" + _SUFFIX):

@@ -160,6 +160,7 @@ def test_keys_change_with_every_part():
 
 def test_the_cache_is_kept_under_its_size(cache_dir, monkeypatch):
     monkeypatch.setattr(cache, "MAX_BYTES", 2500)
+    monkeypatch.setattr(cache, "PRUNE_EVERY_S", 0.0)
     for i in range(6):
         cache.put(f"t-{i}", b"x" * 1000)
         p = cache_dir / f"t-{i}.entry"
@@ -167,7 +168,18 @@ def test_the_cache_is_kept_under_its_size(cache_dir, monkeypatch):
         os.utime(p, (1000 + i, 1000 + i))  # oldest first
     left = sorted(p.name for p in cache_dir.glob("*.entry"))
     assert left == ["t-4.entry", "t-5.entry"]
-    assert not list(cache_dir.glob(".*"))  # no temporary file left
+    assert [p.name for p in cache_dir.glob(".*")] == [".pruned"]  # no temporary file left
+
+
+def test_pruning_waits_between_runs(cache_dir, monkeypatch):
+    """A large cache is not listed after every write: at most once per PRUNE_EVERY_S."""
+    monkeypatch.setattr(cache, "MAX_BYTES", 2500)
+    for i in range(6):
+        cache.put(f"t-{i}", b"x" * 1000)
+    assert len(list(cache_dir.glob("*.entry"))) == 6  # pruned before the first write only
+    os.utime(cache_dir / ".pruned", (0, 0))  # long ago
+    cache.put("t-6", b"x" * 1000)
+    assert len(list(cache_dir.glob("*.entry"))) == 2
 
 
 @pytest.mark.network
