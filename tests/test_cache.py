@@ -80,7 +80,7 @@ def test_a_changed_image_is_not_read_from_the_cache(cache_dir, tmp_path, monkeyp
     inter = tmp_path / "intermediate.dll"
     shutil.copy(d / "intermediate.dll", inter)
     diff_pair(d / "base.dll", inter, jobs=1)
-    shutil.copy(d / "base.dll", inter)  # now the pair is the base twice
+    shutil.copy(SAMPLES / "x64" / "fix_globals" / "intermediate.dll", inter)  # other bytes, same name
     calls = []
     real = codemap._build_codemaps
     monkeypatch.setattr(codemap, "_build_codemaps", lambda ixs, **k: calls.append(len(ixs)) or real(ixs, **k))
