@@ -41,3 +41,20 @@ def test_generated_pairs_join_the_same_functions(seed, tmp_path):
     assert res.wrong == []
     # the oracle itself: most functions present in both builds are paired with themselves
     assert res.found >= 0.8 * res.common
+
+
+def test_a_jump_table_into_the_trap_after_a_function_is_compared_by_offsets(tmp_path):
+    """Generated seed 9: ``for (i < (x & 6))`` becomes a switch whose impossible (odd)
+    cases jump to the ``int3`` right after the function, which the PDB's size leaves out.
+    The table moved with a new ``__ref_`` slot before it and every relative entry changed;
+    compared as offsets into the function, nothing did."""
+    from pehotpatch.api import diff_pair
+
+    pairgen.run_seed(9, tmp_path)
+    d = tmp_path / "seed9"
+    res = diff_pair(d / "base.dll", d / "intermediate.dll", functions_file=d / "n" / "hotpatch_functions.txt")
+    status = {f.new.name: f.status for f in res.functions}
+    assert "leaf2" not in status  # unchanged (the hot-patch set does not list it)
+    assert res.base.index.functions_by_name["leaf2"].rva != res.new.index.functions_by_name["leaf2"].rva
+    table = {fd.new.name: fd.data for fd in res.functions}
+    assert all(".rdata+0x48" not in str(v) for v in table.values())

@@ -58,10 +58,17 @@ class DataView:
         if head is None:
             return False
         a, b = _TWO_I32.unpack(head)
-        lo, hi = f.rva, f.end
+        lo, hi = f.rva, self._table_end(f)
         if lo <= t + a < hi and lo <= t + b < hi:
             return True
         return lo <= (a & 0xFFFFFFFF) < hi and lo <= (b & 0xFFFFFFFF) < hi
+
+    def _table_end(self, f: Function) -> int:
+        """Where the case targets of ``f``'s jump tables end: its end, and one byte more
+        when an ``int3`` follows it.  Clang sends the cases that cannot happen (``x & 6``
+        is never odd) to a trap right after the last instruction, which the PDB's size of
+        the function leaves out."""
+        return f.end + 1 if self.ix.image.try_read(f.end, 1) == b"\xcc" else f.end
 
     def jump_table(self, t: int, f: Function) -> list[int] | None:
         """Entries of a jump table at ``t`` serving ``f``, as offsets into ``f``.
@@ -75,11 +82,12 @@ class DataView:
         blob = img.try_read(t, min(4 * 4096, max(0, sec.rva + sec.size - t)) & ~3)
         if not blob:
             return None
+        end = self._table_end(f)
         for relative in (True, False):
             out: list[int] = []
             for (v,) in struct.iter_unpack("<i" if relative else "<I", blob):
                 dest = t + v if relative else v
-                if not (f.rva <= dest < f.end):
+                if not (f.rva <= dest < end):
                     break
                 out.append(dest - f.rva)
             if len(out) >= 2:
