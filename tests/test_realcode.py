@@ -194,6 +194,15 @@ def test_zlib_ng_with_pdbs(tmp_path):
     # ZLIB_DLL: zlib-ng.h dllexports its API, and 2.3.3 keeps every export of 2.2.5
     exported = {e.name for e in load_pe(tmp_path / "base.dll").exports}
     assert "zng_deflate" in exported and exported <= {e.name for e in load_pe(tmp_path / "intermediate.dll").exports}
+    # The new imports are reached through lld's import thunks: HP212 names the functions
+    # that call or jump to the thunk (zng_zcalloc and zng_alloc_aligned call malloc).
+    from pehotpatch.api import check_pair
+
+    res = check_pair(tmp_path / "base.dll", tmp_path / "intermediate.dll", objects=tmp_path / "intermediate.objs",
+                     functions_file=ff)
+    users = {f.symbol: f.evidence["used_by"] for f in res.findings if f.rule == "HP212"}
+    assert set(users) == {"malloc", "free"} and all(users.values())
+    assert "zng_zcalloc" in users["malloc"] and "zng_zcfree" in users["free"]
 
 
 @pytest.mark.parametrize("scenario", ["x64/fix_globals", "x64/switch_table", "x86/body_fix"])

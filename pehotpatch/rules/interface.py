@@ -94,15 +94,20 @@ def _export_target(ctx: Context, name: str) -> str | None:
 
 
 def _import_users(ctx: Context) -> dict[str, list[str]]:
-    """Import key -> intermediate functions that reference its IAT slot."""
+    """Import key -> intermediate functions that reference its IAT slot, directly or
+    through the import thunk (``jmp [__imp_f]``) the linker made for it."""
     slots = ctx.nix.imports_by_slot
-    out: dict[str, list[str]] = {}
+    thunks: dict[int, str] = {}  # thunk start -> import key
     for fn in ctx.nix.functions:
         refs = ctx.refs(Side.NEW, fn)
-        if len(refs) == 1 and refs[0].kind == RefKind.INDIRECT_JUMP:
-            continue  # an import thunk (jmp [__imp_f]) is not a user
-        for r in refs:
-            key = slots.get(r.target)
+        if len(refs) == 1 and refs[0].kind == RefKind.INDIRECT_JUMP and refs[0].target in slots:
+            thunks[fn.rva] = slots[refs[0].target]
+    out: dict[str, list[str]] = {}
+    for fn in ctx.nix.functions:
+        if fn.rva in thunks:
+            continue  # a thunk is not a user
+        for r in ctx.refs(Side.NEW, fn):
+            key = slots.get(r.target) or thunks.get(r.target)
             if key is not None and fn.name not in out.setdefault(key, []):
                 out[key].append(fn.name)
     return out
