@@ -24,6 +24,9 @@ from pehotpatch.version import __version__
 app = typer.Typer(
     name="pehp",
     help="Secure hot-patch generator for Windows PE images.",
+    epilog="Exit codes: 0 ok, 1 rejected or mismatch, 2 bad input. Normalised code and pairings are "
+           "cached by content in $PEHP_CACHE_DIR (default $XDG_CACHE_HOME/pehp or ~/.cache/pehp); "
+           "PEHP_NO_CACHE=1 turns that off.",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
