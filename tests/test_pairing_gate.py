@@ -81,3 +81,21 @@ def test_hp706_never_fires_when_the_pairs_are_made_by_name():
     for d in scenario_dirs():
         res = sample_check(d.parent.name, d.name)
         assert not [f for f in res.all_findings() if f.rule == "HP706"], d
+
+
+@toolchain
+def test_a_pair_the_call_graph_corroborates_both_ways_names_no_caller(tmp_path):
+    """Seed 27: the intermediate renames mid4 to mid4_r, and api0, left out of the
+    functions file, calls it.  Without the base PDB the pairing joins mid4_r with mid4 by
+    the call graph, rightly: every function that refers to mid4_r is the counterpart of one
+    that refers to mid4, and the other way round.  Such a pair cannot hide a switch to a
+    look-alike (whose other callers would refer to its own base copy), so HP706 does not
+    name api0 (the whole msvc-runtime and numpy corpus went from 1,449 HP706 findings to 32
+    with this, docs/REALWORLD.md)."""
+    outs = pairgate.run_seed(27, tmp_path)
+    omit = next(o for o in outs if o.variant == "omit")
+    a, b, _ = (omit.runs[x] for x in pairgate.CONFIGS)
+    rva = next(r for r, n in a.names.items() if n == "api0")
+    assert a.hp501.get(rva) == "api0"  # with names: it calls a function of another name
+    assert rva not in b.hp501 and "HP706" not in b.named_by.get(rva, set())
+    assert [o.failures for o in outs] == [[], []]

@@ -52,7 +52,9 @@ define(
     take a look-alike for the function: a caller switched from a removed function to a
     look-alike then compares equal, and the change in it is hidden from HP501. If the
     pair is wrong, the running base keeps executing the caller's old code, which calls
-    the old function. Give the base image's PDB (--pdb-base, or BASE.pdb next to it) so
+    the old function. A pair that the call graph corroborates both ways (every function
+    referring to one is the counterpart of one referring to the other) is not doubted.
+    Give the base image's PDB (--pdb-base, or BASE.pdb next to it) so
     that every pair is made by name, or add the function to the functions file.""",
 )
 
@@ -97,6 +99,16 @@ def check_unchanged_callers(ctx: Context) -> Iterator[Finding]:
     doubtful = {fd.new.rva: fd for fd in ctx.changed if method.get(fd.new.rva, fd.method) not in _CERTAIN}
     if not doubtful:
         return
+    # A pair that the call graph corroborates both ways cannot hide a switch: the functions
+    # that refer to the new function are exactly the counterparts of those that refer to
+    # the base one.  A caller switched from a removed function to a look-alike breaks
+    # that: the look-alike's other referrers refer to its own base copy.
+    fmap = ctx.diff.correlation.function_map
+    rb, rn = _referrers(ctx, Side.BASE), _referrers(ctx, Side.NEW)
+    doubtful = {t: fd for t, fd in doubtful.items()
+                if _mapped(rb.get(fd.base.rva, set()), fmap) != rn.get(t, set())}
+    if not doubtful:
+        return
     changed = {fd.new.rva for fd in ctx.changed}
     for p in sorted(pairs, key=lambda p: (p.new.name, p.new.rva)):
         if p.new.rva in changed or ctx.in_set(p.new):
@@ -110,6 +122,29 @@ def check_unchanged_callers(ctx: Context) -> Iterator[Finding]:
             callees = [(doubtful[t].new.name, method.get(t, doubtful[t].method), doubtful[t].base.rva, t, off)
                        for t, off in sorted(through.items(), key=lambda x: x[1])]
             yield _unchanged_through(p.new.name, p.base.rva, p.new.rva, callees)
+
+
+def _referrers(ctx: Context, side: Side) -> dict[int, set[int]]:
+    """Function start -> the starts of the other functions of ``side`` that refer to it."""
+    ix = ctx.index(side)
+    starts = ix.function_by_rva
+    out: dict[int, set[int]] = {}
+    for fn in ix.functions:
+        for r in ctx.refs(side, fn):
+            if r.target in starts and r.target != fn.rva:
+                out.setdefault(r.target, set()).add(fn.rva)
+    return out
+
+
+def _mapped(rvas: set[int], fmap: dict[int, int]) -> set[int] | None:
+    """The new counterparts of base functions ``rvas``; None when one has none."""
+    out = set()
+    for r in rvas:
+        n = fmap.get(r)
+        if n is None:
+            return None
+        out.add(n)
+    return out
 
 
 def _unchanged_through(name: str, base_rva: int, new_rva: int,
