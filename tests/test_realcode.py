@@ -119,17 +119,7 @@ def test_recall_and_false_positives(name, tmp_path):
     smallest pairs: the truth's changed functions, the intermediate built with them as
     its list, and pehp diff finding all of them and nothing else (with PDBs; at least
     99 % and nothing else without)."""
-    if not have_toolchain() or shutil.which(realcode.DLLTOOL) is None:
-        pytest.skip("needs clang-cl-22, lld-link-22 and llvm-dlltool-22")
-    lib = next(x for x in realcode.LIBRARIES if x.name == name)
-    try:
-        for rel in lib.releases:
-            realcode.fetch(rel, lib)
-    except (subprocess.CalledProcessError, RuntimeError) as exc:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"cannot download the {name} sdists: {exc}")
-    truth, truth_inter, unlisted, ff = realcode.build_pair(lib, tmp_path)
+    truth, truth_inter, unlisted, ff = _built_pair(name, tmp_path)
     listed = set(ff.read_text().split())
     assert truth.changed and set(realcode.listed_names([*truth.changed, *truth.added])) == listed
     assert unlisted == []  # the list changes the listed functions only
