@@ -12,9 +12,10 @@ under a key made of exactly those, and the next run reads it back instead.
   every module of the package and capstone's version (any change to pehp or its
   disassembler invalidates every entry), and the caller's own key parts (the image's
   SHA-256, machine, image base and function extents).
-* Entries are ``marshal`` data of plain tuples, written to a temporary file and renamed
-  into place (a reader never sees a partial entry).  An entry that does not read back as
-  the expected shape is ignored and rewritten.  The cache is an optimisation only:
+* Entries are ``marshal`` data of plain tuples behind a BLAKE2b checksum, written to a
+  temporary file and renamed into place (a reader never sees a partial entry).  An entry
+  whose checksum fails (a damaged byte) or that does not read back as the expected shape
+  is ignored and rewritten.  The cache is an optimisation only:
   any error reading or writing it is ignored, and the result is the one computing gives.
 * Size: after a write, at most once per :data:`PRUNE_EVERY_S` (a marker file's age says
   when), the oldest entries (by last use) are removed while the directory holds more
@@ -35,6 +36,7 @@ from typing import Any
 MAX_BYTES = 1 << 30  # 1 GiB
 PRUNE_EVERY_S = 600.0
 _PRUNED = ".pruned"
+_CHECK = 16  # bytes of BLAKE2b over the entry, in front of it
 _SUFFIX = ".entry"
 
 
@@ -99,7 +101,10 @@ def get(name: str) -> Any | None:
         return None
     p = d / (name + _SUFFIX)
     try:
-        data = p.read_bytes()
+        raw = p.read_bytes()
+        data = raw[_CHECK:]
+        if len(raw) < _CHECK or raw[:_CHECK] != hashlib.blake2b(data, digest_size=_CHECK).digest():
+            return None  # damaged: a changed byte would otherwise pass for a value
         value = marshal.loads(data)
     except (OSError, EOFError, ValueError, TypeError):
         return None
@@ -122,6 +127,7 @@ def put(name: str, value: Any) -> None:
         fd, tmp = tempfile.mkstemp(dir=d, prefix=".", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
+                fh.write(hashlib.blake2b(data, digest_size=_CHECK).digest())
                 fh.write(data)
             os.replace(tmp, d / (name + _SUFFIX))
         except BaseException:

@@ -98,7 +98,13 @@ def test_damaged_entries_are_ignored_and_rewritten(cache_dir, monkeypatch):
     _outputs(d / "base.dll", d / "intermediate.dll", None)
     entries = sorted(cache_dir.glob("*.entry"))
     assert len(entries) >= 3
-    damage = [b"", b"\x00garbage", marshal.dumps([("not", "a", "function")]), marshal.dumps(({1: 2}, 3))]
+    def sealed(data: bytes) -> bytes:  # a valid checksum over data of the wrong shape
+        import hashlib
+
+        return hashlib.blake2b(data, digest_size=16).digest() + data
+
+    damage = [b"", b"\x00garbage", sealed(marshal.dumps([("not", "a", "function")])),
+              sealed(marshal.dumps(({1: 2}, 3)))]
     for k, p in enumerate(entries):
         p.write_bytes(damage[k % len(damage)])
     assert _outputs(d / "base.dll", d / "intermediate.dll", None) == computed
@@ -107,13 +113,29 @@ def test_damaged_entries_are_ignored_and_rewritten(cache_dir, monkeypatch):
     assert _outputs(d / "base.dll", d / "intermediate.dll", None) == computed
 
 
+def test_a_flipped_byte_in_an_entry_is_never_read_back(cache_dir, monkeypatch):
+    """Every entry holds a checksum: a byte changed anywhere in it (a digest, an address,
+    which would still unmarshal) makes the run compute instead of using wrong values."""
+    d = SAMPLES / "x64" / "body_fix"
+    monkeypatch.setenv("PEHP_NO_CACHE", "1")
+    computed = _outputs(d / "base.dll", d / "intermediate.dll", None)
+    monkeypatch.delenv("PEHP_NO_CACHE")
+    _outputs(d / "base.dll", d / "intermediate.dll", None)
+    for p in cache_dir.glob("*.entry"):
+        raw = bytearray(p.read_bytes())
+        raw[len(raw) // 2] ^= 0x01
+        p.write_bytes(bytes(raw))
+        assert cache.get(p.name.removesuffix(".entry")) is None
+    assert _outputs(d / "base.dll", d / "intermediate.dll", None) == computed
+
+
 def test_a_pairing_that_does_not_fit_the_images_is_not_used(cache_dir, monkeypatch):
     d = SAMPLES / "x64" / "body_fix"
     diff_pair(d / "base.dll", d / "intermediate.dll", jobs=1)
     (entry,) = cache_dir.glob("pairing-*.entry")
-    pairs, dmap = marshal.loads(entry.read_bytes())
+    pairs, dmap = cache.get(entry.name.removesuffix(".entry"))
     b, n, m = pairs[0]
-    entry.write_bytes(marshal.dumps(([(b + 1, n, m), *pairs[1:]], dmap)))  # no function there
+    cache.put(entry.name.removesuffix(".entry"), ([(b + 1, n, m), *pairs[1:]], dmap))  # no function there
     calls = []
     real = correlate_mod._pair_functions
     monkeypatch.setattr(correlate_mod, "_pair_functions", lambda p: calls.append(1) or real(p))
