@@ -8,7 +8,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 DEMO   ?= samples/x64/fix_globals
 
-.PHONY: setup toolchain wine chromium sarif-validator test test-fast demo samples bench realworld realcode lint typecheck fuzz clean
+.PHONY: setup toolchain wine chromium sarif-validator test test-fast demo samples bench realworld realcode patchproof lint typecheck fuzz clean
 
 setup: $(STAMP)
 
@@ -96,6 +96,12 @@ realworld: setup toolchain
 # (downloaded into .cache/), built as hot-patch pairs and gated; writes docs/REALCODE.md.
 realcode: setup toolchain
 	$(PY) tools/realcode.py
+
+# Generated pairs checked, emitted (--force) and applied to their base in the emulator: no
+# "patchable" verdict may misbehave (docs/SIMULATE.md, "The gate against behaviour").
+PROOF_SEEDS ?= 0-299
+patchproof: setup toolchain
+	$(PY) tools/patchproof.py --seeds $(PROOF_SEEDS)
 
 # The long fuzz run (docs/FUZZING.md): FUZZ_INPUTS inputs over every command on FUZZ_JOBS
 # cores, seeded with the samples, the real msvc-runtime DLLs (FUZZ_CORPUS=0: no network)
