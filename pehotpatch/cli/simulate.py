@@ -42,7 +42,8 @@ def command(
     base: BaseImage,
     final: FinalImage,
     call: Annotated[list[str] | None, typer.Option(
-        "--call", "-c", help="A call through the base's exports, e.g. 'telemetry_record(1, 5)' (repeat).")] = None,
+        "--call", "-c", help="A call through the base's exports, e.g. 'telemetry_record(1, 5)' (repeat); "
+                 "buffer arguments: bytes(N[, SEED]), zeros(N), \"text\".")] = None,
     calls_file: Annotated[Path | None, typer.Option(
         "--calls-file", help="TOML with [run] calls = [...] (a sample's expect.toml).")] = None,
     patch_after: Annotated[int, typer.Option(

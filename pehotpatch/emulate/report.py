@@ -14,7 +14,9 @@ from pehotpatch.emulate.results import CallResult, SimulationResult
 def _cell(r: CallResult) -> Text:
     if r.fault is not None:
         return Text(f"fault: {r.fault.text()}")
-    return Text("-" if r.value is None else f"{r.value} ({r.value:#x})")
+    value = "-" if r.value is None else f"{r.value} ({r.value:#x})"
+    # each buffer argument's contents after the call, as a short digest
+    return Text(value + "".join(f" buf:{b[:8]}" for b in r.buffers))
 
 
 def _writes(r: CallResult) -> Text:

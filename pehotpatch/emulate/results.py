@@ -63,11 +63,14 @@ class CallResult:
     value: int | None  # the return register (None: void function, or a fault)
     fault: Fault | None = None
     writes: list[GlobalWrite] = field(default_factory=list)
+    # per buffer argument, in order: BLAKE2b-64 of its contents after the call (hex)
+    buffers: list[str] = field(default_factory=list)
 
     def outcome(self) -> str:
         if self.fault is not None:
             return f"fault({self.fault.kind})"
-        return "-" if self.value is None else str(self.value)
+        value = "-" if self.value is None else str(self.value)
+        return value + (f" [{' '.join(self.buffers)}]" if self.buffers else "")
 
 
 @dataclass

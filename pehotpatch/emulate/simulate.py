@@ -19,12 +19,14 @@ before patching.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pehotpatch.emulate.calls import Call, parse_call, return_kind
+from pehotpatch.emulate.abi import PAGE
+from pehotpatch.emulate.calls import Buffer, Call, parse_call, return_kind
 from pehotpatch.emulate.engine import DEFAULT_BUDGET, World
 from pehotpatch.emulate.hptable import TableRefused, has_table, read_table
 from pehotpatch.emulate.patcher import Patcher
@@ -41,7 +43,7 @@ from pehotpatch.emulate.results import (
     PatchReport,
     SimulationResult,
 )
-from pehotpatch.emulate.space import MappedImage
+from pehotpatch.emulate.space import SCRATCH_SIZE, MappedImage
 from pehotpatch.errors import InputError, UsageError
 from pehotpatch.image.pe import PEImage
 from pehotpatch.image.pe_reader import load_pe
@@ -83,15 +85,22 @@ def simulate(base: PathLike, final: PathLike, calls: Sequence[str], *, patch_aft
         raise UsageError(f"--patch-after {patch_after}: there are {len(parsed)} calls")
     if budget <= 0:
         raise UsageError("the instruction budget must be positive")
+    scratch = sum(-(-b.size // PAGE) * PAGE + PAGE for c in parsed for b in c.buffers)
+    if scratch > SCRATCH_SIZE:
+        raise UsageError(f"the calls' buffers need {scratch:#x} bytes of address space, more than the "
+                         f"{SCRATCH_SIZE // (1 << 20)} MiB of the simulation's scratch area")
 
     result = SimulationResult(b.pe.machine.value, str(base), str(final), patch_after)
     worlds: list[World] = []
     try:
-        base_results = _Standalone(b, "base", budget, worlds).run(parsed)
-        ref_results = _Standalone(patches[-1], "intermediate", budget, worlds).run(parsed)
+        alone = _Standalone(b, "base", budget, worlds)
+        ref = _Standalone(patches[-1], "intermediate", budget, worlds)
+        kinds = _return_kinds(parsed, (alone, ref))
+        base_results = alone.run(parsed, kinds)
+        ref_results = ref.run(parsed, kinds)
         world = World(b.pe.machine, budget=budget)
         worlds.append(world)
-        patched_results, patcher = _run_patched(world, b, patches, parsed, patch_after, result)
+        patched_results, patcher = _run_patched(world, b, patches, parsed, patch_after, result, kinds)
         _compare(result, parsed, base_results, patched_results, ref_results)
         if undo and any(p.applied for p in result.patches):
             result.undo = patcher.undo()
@@ -108,7 +117,8 @@ def simulate(base: PathLike, final: PathLike, calls: Sequence[str], *, patch_aft
 
 
 def _run_patched(world: World, base: _Input, patches: list[_Input], parsed: list[Call],
-                 patch_after: int, result: SimulationResult) -> tuple[list[CallResult], Patcher]:
+                 patch_after: int, result: SimulationResult,
+                 kinds: dict[str, str]) -> tuple[list[CallResult], Patcher]:
     """The base running; the patches applied after ``patch_after`` calls."""
     b = world.load(base.pe, "base", 0, pdb=base.pdb)
     _entry(world, b, result, "base")
@@ -122,7 +132,7 @@ def _run_patched(world: World, base: _Input, patches: list[_Input], parsed: list
         if i == len(parsed):
             break
         before = len(world.violations)
-        out.append(_call(world, b, parsed[i]))
+        out.append(_call(world, b, parsed[i], kinds[parsed[i].name]))
         _guard_findings(world, before, i, parsed[i], result, seen)
     return out, patcher
 
@@ -156,8 +166,27 @@ class _Standalone:
         self.image = self.world.load(image.pe, role, 0 if role == "base" else 1, pdb=image.pdb)
         self.world.run_entry(self.image)
 
-    def run(self, calls: list[Call]) -> list[CallResult]:
-        return [_call(self.world, self.image, c) for c in calls]
+    def run(self, calls: list[Call], kinds: dict[str, str]) -> list[CallResult]:
+        return [_call(self.world, self.image, c, kinds[c.name]) for c in calls]
+
+
+def _return_kinds(calls: list[Call], worlds: Sequence[_Standalone]) -> dict[str, str]:
+    """How each called export's result is read (see :func:`return_kind`), decided once for
+    all worlds: from the first image whose PDB gives the export a signature (the base's,
+    then the final image's), else the low 32 bits.  Reading it per world would make a
+    64-bit result compare unequal when only one image has a PDB."""
+    out: dict[str, str] = {}
+    for c in calls:
+        if c.name in out:
+            continue
+        out[c.name] = "int"
+        for w in worlds:
+            va = w.world.export_va(w.image, c.name)
+            f = w.world.names[w.image.role].function(va - w.image.va)
+            if f is not None and f.signature:
+                out[c.name] = return_kind(f.signature, c.name)
+                break
+    return out
 
 
 def _entry(world: World, im: MappedImage, result: SimulationResult, what: str) -> None:
@@ -166,11 +195,25 @@ def _entry(world: World, im: MappedImage, result: SimulationResult, what: str) -
         result.notes.append(f"{what} DllMain: {r.fault.text()}")
 
 
-def _call(world: World, im: MappedImage, c: Call) -> CallResult:
+def _call(world: World, im: MappedImage, c: Call, kind: str | None = None) -> CallResult:
+    """``c`` in ``world`` through ``im``'s export; ``kind``: how to read the result (None:
+    from ``im``'s own PDB)."""
     va = world.export_va(im, c.name)
-    f = world.names[im.role].function(va - im.va)
-    kind = return_kind(f.signature if f is not None else None, c.name)
-    return world.call_va(va, list(c.args), want_value=kind != "void", wide=kind == "wide")
+    if kind is None:
+        f = world.names[im.role].function(va - im.va)
+        kind = return_kind(f.signature if f is not None else None, c.name)
+    args: list[int] = []
+    placed: list[tuple[int, int]] = []  # (va, size) of each buffer argument
+    for a in c.args:
+        if isinstance(a, Buffer):
+            data = a.content()
+            placed.append((world.space.alloc_buffer(data), len(data)))
+            args.append(placed[-1][0])
+        else:
+            args.append(a)
+    r = world.call_va(va, args, want_value=kind != "void", wide=kind == "wide")
+    r.buffers = [hashlib.blake2b(world.space.read(bva, n), digest_size=8).hexdigest() for bva, n in placed]
+    return r
 
 
 def _apply(world: World, patcher: Patcher, p: _Input, role: str, slot: int,

@@ -31,6 +31,10 @@ IMAGE_SLOTS = {
 STACK_BASE = {Machine.X64: 0x10_0000_0000, Machine.ARM64: 0x10_0000_0000, Machine.X86: 0x0100_0000}
 STACK_SIZE = 0x10_0000
 MISC_BASE = {Machine.X64: 0x20_0000_0000, Machine.ARM64: 0x20_0000_0000, Machine.X86: 0x0300_0000}
+# Buffers passed as call arguments (bytes(N), zeros(N), "text"): the same addresses in
+# every world, each buffer followed by an unmapped guard page.
+SCRATCH_BASE = {Machine.X64: 0x30_0000_0000, Machine.ARM64: 0x30_0000_0000, Machine.X86: 0x0800_0000}
+SCRATCH_SIZE = 0x0400_0000  # 64 MiB of buffers per simulation at most
 MAX_IMAGE = 0x1000_0000  # 256 MiB of SizeOfImage at most
 TCG_BUFFER = 64 * 1024 * 1024
 
@@ -63,6 +67,7 @@ class AddressSpace:
     images: list[MappedImage] = field(default_factory=list)
     regions: list[tuple[int, int]] = field(default_factory=list)  # every mapped [start, end)
     misc_next: int = 0
+    scratch_next: int = 0
 
     def __post_init__(self) -> None:
         self.abi = abi_for(self.machine)
@@ -73,6 +78,7 @@ class AddressSpace:
         self.stack_top = STACK_BASE[self.machine] + STACK_SIZE
         self._map(STACK_BASE[self.machine], STACK_SIZE, unicorn.UC_PROT_READ | unicorn.UC_PROT_WRITE)
         self.misc_next = MISC_BASE[self.machine]
+        self.scratch_next = SCRATCH_BASE[self.machine]
 
     # ---- raw mapping ----------------------------------------------------------------
     def _map(self, va: int, size: int, perms: int) -> None:
@@ -109,6 +115,20 @@ class AddressSpace:
         next execution sees the new bytes."""
         self.uc.mem_write(va, data)
         self.uc.ctl_remove_cache(va, va + len(data))
+
+    def alloc_buffer(self, data: bytes) -> int:
+        """A fresh read-write buffer holding ``data``, 16-byte aligned and ending at most 15
+        bytes before an unmapped page (an overrun faults); the next one starts after that page.  Addresses depend only on
+        the sizes asked for before, so every world places the same calls' buffers alike."""
+        size = _align(len(data))
+        va = self.scratch_next
+        if va + size > SCRATCH_BASE[self.machine] + SCRATCH_SIZE:
+            raise OverflowError("call buffers exceed the scratch area")
+        self._map(va, size, unicorn.UC_PROT_READ | unicorn.UC_PROT_WRITE)
+        self.scratch_next = va + size + PAGE
+        start = (va + size - len(data)) & ~15  # as aligned as a heap block
+        self.uc.mem_write(start, data)
+        return start
 
     def read(self, va: int, size: int) -> bytes:
         return bytes(self.uc.mem_read(va, size))
