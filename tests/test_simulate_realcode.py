@@ -15,6 +15,8 @@ from test_realcode import _built_pair
 
 from pehotpatch.api import check_pair, emit_final, simulate
 from pehotpatch.emulate.calls import Buffer
+from pehotpatch.emulate.crt import HEAP_BASE
+from pehotpatch.image.machine import Machine
 
 M32, M64 = (1 << 32) - 1, (1 << 64) - 1
 
@@ -121,3 +123,27 @@ def test_xxhash_patch_runs_like_the_new_release(tmp_path):
         assert row.patched.outcome() == row.intermediate.outcome() == row.base.outcome(), row.call
         if want is not None:
             assert row.patched.value == want, row.call
+
+
+@pytest.mark.network
+@pytest.mark.toolchain
+def test_xxhash_streaming_state_on_the_emulated_heap(tmp_path):
+    """XXH32_createState and XXH3_createState allocate through the C runtime's malloc
+    (emulate/crt.py): the first block is at the heap's base in every world, XXH3's state
+    is 64-byte aligned inside the second; streaming gives the one-shot results."""
+    _built_pair("xxhash", tmp_path)
+    base, inter = tmp_path / "base.dll", tmp_path / "intermediate.dll"
+    final = tmp_path / "final.dll"
+    emit_final(base, inter, final, functions_file=tmp_path / "hotpatch_functions.txt")
+    s32, s3 = HEAP_BASE[Machine.X64], HEAP_BASE[Machine.X64] + 0x40
+    calls = ["XXH32_createState()", f"XXH32_reset({s32}, 5)", f"XXH32_update({s32}, bytes(1000, 1), 1000)",
+             f"XXH32_update({s32}, bytes(77, 2), 77)", f"XXH32_digest({s32})",
+             "XXH3_createState()", f"XXH3_64bits_reset({s3})", f"XXH3_64bits_update({s3}, bytes(5000, 3), 5000)",
+             f"XXH3_64bits_digest({s3})", "XXH3_64bits(bytes(5000, 3), 5000)", f"XXH32_freeState({s32})"]
+    r = simulate(base, final, calls, pdb_final=tmp_path / "intermediate.pdb")
+    assert r.ok, r.findings
+    rows = r.calls
+    assert rows[0].patched.value == s32 and rows[5].patched.value == s3
+    data = Buffer("bytes", 1000, 1).content() + Buffer("bytes", 77, 2).content()
+    assert rows[4].patched.value == rows[4].intermediate.value == xxh32(data, 5)
+    assert rows[8].patched.value == rows[9].patched.value == rows[9].intermediate.value

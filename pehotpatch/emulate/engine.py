@@ -178,7 +178,7 @@ class World:
                 fault = Fault(FAULT_IMPORT, self.locate(self._caller()), f"called {self.stubs.missing}")
             elif self.stubs.fault is not None:
                 fault = Fault(FAULT_WRITE, self.locate(self._caller()),
-                              "an import stub was given an unwritable output pointer")
+                              "an import stub was given memory it cannot use (unmapped, or too much)")
             elif pc != self.sentinel:
                 fault = Fault(FAULT_BUDGET, self.locate(pc),
                               f"no return within {self.budget} instructions")

@@ -8,7 +8,8 @@ advances by 1000 per call at 10 MHz.  A slot whose function has no stub is bound
 trap: calling it stops the call with a finding naming the import, never a crash.
 
 The set (matched by function name in kernel32.dll, kernelbase.dll and the
-``api-ms-win-core-*`` API sets) is listed in :data:`STUBS` and in docs/SIMULATE.md.
+``api-ms-win-core-*`` API sets) is listed in :data:`STUBS` and in docs/SIMULATE.md; the C
+runtime's memory, string and heap functions are in :mod:`pehotpatch.emulate.crt`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 import unicorn
 
 from pehotpatch.emulate.abi import Abi
+from pehotpatch.emulate.crt import CRT, Ctx, Heap, StubFault, is_crt_dll
 from pehotpatch.image.pe import Import
 
 
@@ -30,6 +32,7 @@ class ApiState:
     counter: int = 1_000_000
     last_error: int = 0
     slept_ms: int = 0
+    heap: Heap | None = None  # made at the first C runtime call
 
 
 Impl = Callable[[ApiState, Callable[[int], int], Callable[[int, bytes], None]], int | None]
@@ -93,9 +96,16 @@ STUBS: dict[str, tuple[int, Impl]] = {
 STUB_DLLS = ("kernel32.dll", "kernelbase.dll")
 
 
-def stub_for(imp: Import) -> tuple[int, Impl] | None:
+def stub_for(imp: Import) -> tuple[int, Impl] | tuple[int, Callable[[Ctx], int | None], str] | None:
+    """(argument count, implementation) of a Windows API stub, (count, implementation,
+    "crt") of a C runtime one (cdecl), or None."""
     dll = imp.dll.lower()
-    if imp.name is None or not (dll in STUB_DLLS or dll.startswith("api-ms-win-core-")):
+    if imp.name is None:
+        return None
+    if is_crt_dll(dll):
+        crt = CRT.get(imp.name)
+        return None if crt is None else (crt[0], crt[1], "crt")
+    if not (dll in STUB_DLLS or dll.startswith("api-ms-win-core-")):
         return None
     return STUBS.get(imp.name)
 
@@ -110,6 +120,7 @@ class ImportStubs:
     state: ApiState = field(default_factory=ApiState)
     by_key: dict[str, int] = field(default_factory=dict)  # import key -> stub address
     impls: dict[int, tuple[str, Impl | None]] = field(default_factory=dict)
+    crt: dict[int, Callable[[Ctx], int | None]] = field(default_factory=dict)  # stub -> C runtime impl
     next: int = 0
     missing: str | None = None  # set when a call reached a trap: what it called, and why it stops
     fault: int | None = None  # set when a stub wrote to unmapped memory
@@ -122,14 +133,19 @@ class ImportStubs:
         if spec is None:
             return self.trap(uc, f"{key}, which simulate has no stub for")
         nargs = spec[0]
-        code = self.abi.stub_code(4 * nargs if self.abi.ptr_size == 4 else 0)
+        cdecl = len(spec) == 3
+        code = self.abi.stub_code(4 * nargs if self.abi.ptr_size == 4 and not cdecl else 0)
         if self.next + 16 > self.size:
             raise OverflowError("import stub page is full")
         va = self.base + self.next
         self.next += 16
         uc.mem_write(va, code)
         self.by_key[key.lower()] = va
-        self.impls[va] = (key, spec[1])
+        if len(spec) == 3:
+            self.crt[va] = spec[1]  # type: ignore[assignment]
+            self.impls[va] = (key, None)
+        else:
+            self.impls[va] = (key, spec[1])  # type: ignore[misc]
         return va
 
     def trap(self, uc: unicorn.Uc, label: str) -> int:
@@ -150,6 +166,19 @@ class ImportStubs:
         if entry is None:
             return
         key, impl = entry
+        crt = self.crt.get(address)
+        if crt is not None:
+            if self.state.heap is None:
+                self.state.heap = Heap(self.abi.machine)
+            try:
+                got = crt(Ctx(uc, lambda i: self.abi.arg(uc, i), self.state.heap, self.abi.ptr_size))
+            except (unicorn.UcError, StubFault):
+                self.fault = address
+                uc.emu_stop()
+                return
+            if got is not None:
+                uc.reg_write(self.abi.ret, got)
+            return
         if impl is None:
             self.missing = key
             uc.emu_stop()
