@@ -13,6 +13,8 @@ import zlib
 
 import pytest
 from conftest import SAMPLES
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pehotpatch.api import emit_final, simulate
 from pehotpatch.cli import main as cli_main
@@ -102,3 +104,19 @@ def test_too_many_buffer_bytes_is_a_usage_error(final, capsys):
     calls = [f"telemetry_checksum(bytes({MAX_BUFFER}), 1)"] * 64
     assert cli_main(["simulate", str(S / "base.dll"), str(final), *[a for c in calls for a in ("-c", c)]]) == 2
     assert "scratch area" in capsys.readouterr().err
+
+
+ALPHABET = 'f(),"xbytesrozn0123456789x \t-'
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet=ALPHABET, max_size=40))
+def test_any_call_text_parses_or_is_a_usage_error(text):
+    """A call never raises anything but a usage error; what parses spells back to itself."""
+    try:
+        c = parse_call(text)
+    except UsageError:
+        return
+    assert parse_call(c.text) == c
+    for b in c.buffers:
+        assert len(b.content()) == b.size
