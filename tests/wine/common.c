@@ -5,6 +5,10 @@
  */
 #include "common.h"
 
+/* the PEHP_WINE_DATA file (see common.h), read by calls_init */
+static u8 *data_base;
+static u64 data_size;
+
 /* ------------------------------------------------------------------ output */
 
 static char out_buf[4096];
@@ -192,6 +196,7 @@ const char *call_parse(call *c, const char *text, void *module)
     c->type = RT_U64;
     c->argc = 0;
     c->bufs = 0u;
+    c->datas = 0u;
     if (*p == '&') { /* the export's address: resolved, not called */
         c->type = RT_ADDR;
         p++;
@@ -240,6 +245,11 @@ const char *call_parse(call *c, const char *text, void *module)
                                                             offset < 0x1000u))) {
             c->bufs |= 1u << c->argc;
             c->args[c->argc] = *rest == 0 ? 0u : offset; /* offset into the buffer */
+        } else if (starts_with(num, "data", &rest) && (*rest == 0 || (*rest == '+' && parse_u64(rest + 1, &offset)))) {
+            if (offset > data_size)
+                return "data offset beyond the data file";
+            c->datas |= 1u << c->argc;
+            c->args[c->argc] = offset;
         } else if (!parse_u64(num, &c->args[c->argc]))
             return "argument is not an unsigned integer";
         c->argc++;
@@ -293,8 +303,35 @@ static long WINAPI call_fault_handler(void *pointers)
     return -1; /* EXCEPTION_CONTINUE_EXECUTION: back to the capture in call_run */
 }
 
+#define DATA_MAX 0x1000000u
+
+/* PEHP_WINE_DATA's file, read into a read-only region (nothing when the variable is unset). */
+static void data_load(void)
+{
+    char path[1024];
+    u32 n = GetEnvironmentVariableA("PEHP_WINE_DATA", path, sizeof(path)), got = 0, old;
+    void *file;
+    if (n == 0u || n >= sizeof(path))
+        return;
+    file = CreateFileA(path, 0x80000000u /* GENERIC_READ */, 1u, 0, 3u /* OPEN_EXISTING */, 0x80u, 0);
+    if (file == (void *)-1)
+        fail("PEHP_WINE_DATA", "cannot open the data file");
+    data_base = (u8 *)VirtualAlloc(0, DATA_MAX, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE);
+    if (data_base == 0)
+        fail("PEHP_WINE_DATA", "cannot allocate");
+    do {
+        if (!ReadFile(file, data_base + data_size, DATA_MAX - (u32)data_size, &got, 0))
+            fail("PEHP_WINE_DATA", "cannot read the data file");
+        data_size += got;
+    } while (got != 0u && data_size < DATA_MAX);
+    CloseHandle(file);
+    if (!VirtualProtect(data_base, DATA_MAX, PAGE_READONLY, &old))
+        fail("PEHP_WINE_DATA", "cannot protect");
+}
+
 void calls_init(void)
 {
+    data_load();
     guard_tls = TlsAlloc();
     if (guard_tls == 0xFFFFFFFFu)
         fail("TlsAlloc", 0);
@@ -329,7 +366,9 @@ __declspec(noinline) void call_run(const call *c, outcome *o)
     g->active = 1;
     u64 a[4];
     for (int i = 0; i < 4; i++)
-        a[i] = (c->bufs >> i) & 1u ? (u64)g->scratch + c->args[i] : c->args[i];
+        a[i] = (c->bufs >> i) & 1u    ? (u64)g->scratch + c->args[i]
+               : (c->datas >> i) & 1u ? (u64)data_base + c->args[i]
+                                      : c->args[i];
     u64 r = ((fn4)c->fn)(a[0], a[1], a[2], a[3]);
     g->active = 0;
     o->value = c->type == RT_VOID ? 0u : c->type == RT_U32 ? (r & 0xFFFFFFFFu) : r;

@@ -6,7 +6,9 @@
  * Call syntax (one argument per call):  [TYPE:]NAME(ARG, ...)
  *   NAME   an export of the DLL;  ARG  an unsigned integer, decimal or 0x hex, or `buf` /
  *          `buf+N`: the address of (byte N of) a 4 KiB scratch buffer of the calling thread,
- *          zero at first (up to 4 arguments,
+ *          zero at first, or `data+N`: the address of byte N of the process's read-only data,
+ *          the contents of the file named by the environment variable PEHP_WINE_DATA
+ *          (up to 16 MiB; loaded by calls_init) (up to 4 arguments,
  *          passed in RCX, RDX, R8, R9 as the x64 ABI does);
  *   TYPE   how the result (RAX) is shown and compared: u64 (default), u32 (low 32 bits)
  *          or void (nothing: the register holds whatever the callee left there).
@@ -45,6 +47,11 @@ IMPORT void WINAPI Sleep(u32 ms);
 IMPORT u32 WINAPI GetTickCount(void);
 IMPORT void *WINAPI GetCurrentProcess(void);
 IMPORT int WINAPI FlushInstructionCache(void *process, const void *addr, u64 size);
+IMPORT u32 WINAPI GetEnvironmentVariableA(const char *name, char *buf, u32 size);
+IMPORT void *WINAPI CreateFileA(const char *name, u32 access, u32 share, void *security, u32 disposition,
+                                u32 flags, void *template_file);
+IMPORT int WINAPI ReadFile(void *file, void *buf, u32 len, u32 *read, void *overlapped);
+IMPORT int WINAPI CloseHandle(void *handle);
 
 #define MEM_COMMIT 0x1000u
 #define MEM_RESERVE 0x2000u
@@ -82,7 +89,8 @@ typedef struct call {
     int type;
     int argc;
     u64 args[4];
-    u32 bufs; /* bit i: argument i is the scratch buffer */
+    u32 bufs;  /* bit i: argument i is the scratch buffer */
+    u32 datas; /* bit i: argument i is an offset into the data file */
     void *fn;
 } call;
 
