@@ -129,6 +129,44 @@ def _first(e: tuple) -> int:
     return e[0]
 
 
+#: Earlier functions of the same size tried as templates for the next one of an image.
+_RECENT = 3
+
+
+def _normalise_all(img: PEImage, functions: Iterable[Function],
+                   keep: Callable[[int], bool]) -> list[tuple[FuncCode, Template | None]]:
+    """Every function of ``functions`` (in address order) normalised, with a template for
+    those whose size ``keep`` accepts.  Within one image, a function that is a copy of one
+    of the few functions of its size just before it (instantiations of one template or
+    macro, differing in the addresses they use) reuses that normalisation through its
+    template, as a moved copy in the other build does (:mod:`pehotpatch.templates`); the
+    result is the one decoding gives.  A copy shares its source's template."""
+    out: list[tuple[FuncCode, Template | None]] = []
+    recent: dict[int, list[tuple[FuncCode, Template]]] = {}
+    for f in functions:
+        code = function_bytes(img, f)
+        n = len(code)
+        got: tuple[FuncCode, Template | None] | None = None
+        near = recent.get(n)
+        if near:
+            relocs = img.relocations.within(f.rva, f.rva + n)
+            for fc, t in reversed(near):
+                refs = derive(t, code, f.rva, img.image_base, relocs, img.machine, fc.refs)
+                if refs is not None:
+                    got = (FuncCode(f.rva, fc.digest, refs, fc.n_insns, fc.first_insn_size, fc.hotpatch_nop,
+                                    fc.entry_is_branch_target, fc.nops, fc.plain_lines), t)
+                    break
+        if got is None:
+            got = _code_with_template(img, f) if keep(n) else (_summarise(f.rva, normalize_function(img, f)), None)
+        out.append(got)
+        if got[1] is not None:
+            lst = recent.setdefault(n, [])
+            lst.append((got[0], got[1]))
+            if len(lst) > _RECENT:
+                del lst[0]
+    return out
+
+
 # ---- the worker side (fork: images are inherited, only RVAs travel) ---------------------
 _WORK: dict[int, tuple[PEImage, dict[int, Function]]] = {}
 
@@ -155,20 +193,27 @@ def _work_window(job: tuple[Sequence[int], Sequence[int]]) -> tuple[list[tuple],
     new_rvas, base_rvas = job
     bimg, bby = _WORK[0]
     nimg, nby = _WORK[1]
-    sizes = {code_size(bimg, bby[rva]) for rva in base_rvas}
-    done: list[tuple[FuncCode, Template | None]] = []
-    for rva in new_rvas:
-        f = nby[rva]
-        if code_size(nimg, f) in sizes:
-            done.append(_code_with_template(nimg, f))
-        else:
-            done.append((_summarise(rva, normalize_function(nimg, f)), None))
+    done = _normalise_all(nimg, [nby[rva] for rva in new_rvas], _template_sizes(
+        [code_size(bimg, bby[rva]) for rva in base_rvas], [code_size(nimg, nby[rva]) for rva in new_rvas]))
     lib = _Templates(done)
     base_out = []
     for rva in base_rvas:
         f = bby[rva]
         base_out.append(_pack(lib.code(bimg, f) or _summarise(rva, normalize_function(bimg, f))))
     return [_pack(fc) for fc, _ in done], base_out
+
+
+def _template_sizes(base_sizes: Iterable[int], new_sizes: Sequence[int]) -> Callable[[int], bool]:
+    """The sizes worth a template (it costs about a third of a decoding): a size some base
+    function has (a moved copy may reuse it) or that two new functions share (a copy in
+    the same image may)."""
+    seen: set[int] = set()
+    keep = set(base_sizes)
+    for n in new_sizes:
+        if n in seen:
+            keep.add(n)
+        seen.add(n)
+    return keep.__contains__
 
 
 def _windows(base: SymbolIndex, new: SymbolIndex, jobs: int) -> list[tuple[list[int], list[int]]]:
@@ -313,7 +358,7 @@ def _build_codemaps(indexes: Sequence[SymbolIndex], *, jobs: int | None = None) 
                 and not multiprocessing.current_process().daemon)  # a daemon may not fork workers
     if not parallel:
         if reuse:
-            done = [_code_with_template(indexes[1].image, f) for f in indexes[1].functions]
+            done = _normalise_all(indexes[1].image, indexes[1].functions, lambda _n: True)
             out[1] = {fc.rva: fc for fc, _ in done}
             lib = _Templates(done)
             for f in indexes[0].functions:

@@ -43,6 +43,8 @@ class Template(NamedTuple):
     # (field offset, width, kind, end of instruction for PCREL / internal offset for
     # ABS_INTERNAL, index of the reference it makes or -1)
     fields: tuple[tuple[int, int, int, int, int], ...]
+    head: int  # bytes before the first field
+    tail: int  # where the bytes after the last field start
 
 
 def _mask(code: bytes, fields: Sequence[tuple[int, int, int, int, int]]) -> bytes:
@@ -107,7 +109,9 @@ def make_template(machine: Machine, code: bytes, rva: int, image_base: int,
     spans = sorted((f[0], f[0] + f[1]) for f in fields)
     if any(a[1] > b[0] for a, b in zip(spans, spans[1:], strict=False)):
         return None
-    return Template(n, _mask(code, fields), tuple(rel), tuple(fields))
+    head = spans[0][0] if spans else n
+    tail = spans[-1][1] if spans else n
+    return Template(n, _mask(code, fields), tuple(rel), tuple(fields), head, tail)
 
 
 def derive(t: Template, code: bytes, rva: int, image_base: int, relocs: Sequence[int],
@@ -117,6 +121,9 @@ def derive(t: Template, code: bytes, rva: int, image_base: int, relocs: Sequence
     when it may not."""
     n = len(code)
     if n != t.size or tuple(r - rva for r in relocs) != t.relocs:
+        return None
+    # the bytes outside the first and last field first: most functions that differ, differ there
+    if code[: t.head] != t.masked[: t.head] or code[t.tail :] != t.masked[t.tail :]:
         return None
     if _mask(code, t.fields) != t.masked:
         return None

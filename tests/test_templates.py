@@ -99,3 +99,73 @@ def test_realworld_numpy_reuse(request):
     b, n = load_image(paths[0]), load_image(paths[1])
     derived, total = _derived_vs_normalised(b.index, n.index, limit=3000)
     assert derived >= total * 0.9
+
+
+def test_bytes_between_fields_still_count():
+    """The quick look at the bytes before the first and after the last field does not
+    replace the full comparison: a difference between two fields refuses the template."""
+    def fn(mid):  # call rel32; <mid>; lea rax, [rip + disp]; ret
+        return b"\xe8" + _rel32(0x3000) + mid + b"\x48\x8d\x05" + _rel32(0x7000) + b"\xc3"
+
+    t, fc = _tpl(fn(b"\x53"), 0x2000)
+    assert t is not None and t.head == 1 and t.tail == len(fn(b"\x53")) - 1
+    assert derive(t, fn(b"\x56"), 0x2000, IB, [], Machine.X64, fc.refs) is None
+    assert derive(t, fn(b"\x53"), 0x2000, IB, [], Machine.X64, fc.refs) == fc.refs
+
+
+def _count_decodings(monkeypatch):
+    calls = [0]
+    real_tpl, real_norm = codemap._code_with_template, codemap.normalize_function
+
+    def tpl(img, f):
+        calls[0] += 1
+        return real_tpl(img, f)
+
+    def norm(img, f):
+        calls[0] += 1
+        return real_norm(img, f)
+
+    monkeypatch.setattr(codemap, "_code_with_template", tpl)
+    monkeypatch.setattr(codemap, "normalize_function", norm)
+    return calls
+
+
+COPIES_C = r"""
+static int g1, g2, g3, g4;
+__declspec(noinline) static int h1(int x) { return x * 3 + 1; }
+__declspec(noinline) static int h2(int x) { return x * 5 + 2; }
+__declspec(noinline) static int h3(int x) { return x * 7 + 3; }
+__declspec(noinline) static int h4(int x) { return x * 11 + 4; }
+#define COPY(n) __declspec(dllexport) int f##n(int x) { g##n += x; if (x > 9) return h##n(x) ^ g##n; return g##n; }
+COPY(1) COPY(2) COPY(3) COPY(4)
+int __stdcall DllMain(void *h, unsigned r, void *p) { return 1; }
+"""
+
+
+@pytest.mark.toolchain
+def test_copies_within_one_image_reuse(tmp_path, monkeypatch):
+    """Functions instantiated from one macro differ only in the functions and data they
+    address: within one image each reuses the normalisation of an earlier one of its size,
+    and the result is what decoding gives."""
+    import shutil
+    import subprocess
+
+    if shutil.which("clang-cl-22") is None or shutil.which("lld-link-22") is None:
+        pytest.skip("needs clang-cl-22 / lld-link-22")
+    (tmp_path / "c.c").write_text(COPIES_C)
+    subprocess.run(["clang-cl-22", "--target=x86_64-pc-windows-msvc", "/nologo", "/c", "/O2", "/Z7", "/GS-",
+                    "/Zl", "/Gy", "/hotpatch", "c.c", "/Foc.obj"], cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run(["lld-link-22", "/nologo", "/dll", "/machine:x64", "/entry:DllMain", "/nodefaultlib",
+                    "/noimplib", "/debug", "/pdb:c.pdb", "/out:c.dll", "c.obj"], cwd=tmp_path, check=True,
+                   capture_output=True)
+    ix = load_image(tmp_path / "c.dll").index
+    copies = [f for f in ix.functions if f.name in ("f1", "f2", "f3", "f4")]
+    assert len(copies) == 4 and len({f.size for f in copies}) == 1
+    calls = _count_decodings(monkeypatch)
+    got = codemap._normalise_all(ix.image, ix.functions, lambda _n: True)
+    decoded = calls[0]
+    monkeypatch.undo()
+    plain = [_summarise(f.rva, codemap.normalize_function(ix.image, f)) for f in ix.functions]
+    assert [fc for fc, _ in got] == plain
+    assert len({fc.digest for fc in plain if ix.function_at(fc.rva) in copies}) == 1
+    assert decoded == len(ix.functions) - 3  # f2, f3, f4 reuse f1 (or an earlier copy)
