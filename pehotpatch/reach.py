@@ -17,7 +17,8 @@ Stable API (names are only ever added):
     patch is applied: the patched functions, and, transitively, every **new** function
     (one the base does not have) that running code calls, jumps to, or whose address it
     takes (``lea``, a pointer in data it reads directly, a ``__ref_`` slot pointing at
-    code).  Unpatched functions of the base are not in it: calls to them are
+    code, a pointer held by a new global that a ``__ref_`` slot points at: the global
+    stays in the patch image with the pointers of the patch image).  Unpatched functions of the base are not in it: calls to them are
     redirected to the base.  Ordered: patched first (by RVA), then in discovery order.
 
 ``Reach.edges``: tuple of :class:`CodeEdge`
@@ -25,7 +26,8 @@ Stable API (names are only ever added):
     ``kind`` is ``call`` / ``jump`` (direct branches, tail calls included; a call to a
     new import thunk is an :class:`ImportUse` instead) or
     ``address`` (the function's address is taken: ``lea``, an immediate, a relocated
-    pointer in data that the code reads directly, or a ``__ref_`` slot's target;
+    pointer in data that the code reads directly, a ``__ref_`` slot's target, or a
+    relocated pointer in a new global that a ``__ref_`` slot points at, ``via`` naming it;
     only a function's start counts: an address inside a function is a case label or
     the disassembler's reading of a displacement, not a function pointer);
     ``target_class`` is ``patched`` / ``unpatched`` / ``new``.
@@ -179,6 +181,7 @@ class _Gatherer:
         self.base_of = {p.new.rva: p.base.rva for p in diff.correlation.functions}
         self.tls = tls_ranges(self.img)
         self.global_starts = sorted({g.rva for g in self.nix.globals})
+        self.new_globals = {g.rva for g in diff.added_globals}
 
     def classify(self, fn: Function) -> str:
         if fn.rva in self.patched:
@@ -256,6 +259,11 @@ class _Gatherer:
                     e = self._edge(src, off, ADDRESS, r.target_rva, via=g.name)
                     if e is not None:
                         out.append(e)
+                elif r.target_rva is not None and not r.thread_local:
+                    tg = self.nix.global_at(r.target_rva)
+                    if tg is not None and tg.rva in self.new_globals:
+                        # a new global stays in the patch image: its pointers are the patch image's
+                        out.extend(self._pointers_in_data(src, off, r.target_rva, tg))
                 continue
             if sec.writable:
                 continue  # mutable data read directly: its pointers are whatever runs put there

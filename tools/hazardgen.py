@@ -50,22 +50,22 @@ HAZARDS = {h.name: h for h in (
     Hazard("callback_escape", "1", "rejected", "HP601",
            "a listed function stores the address of a new, unlisted function that writes a mutable global "
            "into a callback slot an export calls through"),
-    Hazard("callback_pure", "1", None, None,
+    Hazard("callback_pure", "1", "patchable", "HP601",
            "as callback_escape, but the new function touches no mutable state"),
-    Hazard("callback_listed", "1", None, None,
+    Hazard("callback_listed", "1", "patchable", "HP601",
            "as callback_escape, but the new function is listed (hot-patch compiled)"),
     Hazard("callback_indirect", "1", "rejected", "HP601",
            "as callback_escape, but a new listed helper that the listed function calls stores the address"),
     Hazard("callback_table", "1", "rejected", "HP601",
            "as callback_escape, but the address comes from a new const table of function pointers"),
-    Hazard("global_fnptr", "1", None, None,
+    Hazard("global_fnptr", "1", "rejected", "HP603",
            "a new mutable global holds &f of an unpatched function that writes a mutable global; "
            "a listed function calls through it"),
     Hazard("fnptr_compare", "2", "rejected", "HP603",
            "a listed function compares a stored pointer with &f of an unpatched function"),
     Hazard("fnptr_store", "2", "rejected", "HP603",
            "a listed function stores &f of an unpatched function; unpatched code compares against &f"),
-    Hazard("fnptr_table", "2", None, None,
+    Hazard("fnptr_table", "2", "rejected", "HP603",
            "a listed function compares a stored pointer with an entry of a new const table of &f"),
     Hazard("new_global", "global", "patchable", None,
            "a new mutable global used only by a listed function"),
@@ -81,9 +81,9 @@ HAZARDS = {h.name: h for h in (
            "a listed function's float constant changes (the base's is no longer used)"),
     Hazard("init_once", "5", "rejected", "HP109",
            "a listed function called only from DllMain's process-attach path changes"),
-    Hazard("init_dllmain", "5", "rejected", None,
+    Hazard("init_dllmain", "5", "rejected", "HP109",
            "DllMain's process-attach path itself changes (DllMain listed)"),
-    Hazard("layout_static", "4", "rejected", None,
+    Hazard("layout_static", "4", "rejected", "HP311",
            "an initialised static struct gains a field in the middle; its listed accessors change"),
     Hazard("layout_pool", "4", "rejected", "HP311",
            "a struct living in a byte pool (built by DllMain) gains a field; its listed accessors change"),
@@ -100,7 +100,7 @@ HAZARDS = {h.name: h for h in (
 )}
 
 #: Injection probability per hazard (the benign ones more often, so that many seeds are patchable).
-CHANCE = {name: (0.5 if h.klass == "benign" else 0.3 if h.verdict == "patchable" else 0.1)
+CHANCE = {name: (0.5 if h.klass == "benign" else 0.3 if h.verdict == "patchable" else 0.06)
           for name, h in HAZARDS.items()}
 
 

@@ -42,7 +42,8 @@ define(
 define(
     "HP603", "FunctionAddressIdentity", "patched code takes the address of an existing function", ERROR,
     """Code that runs from the patch image takes the address of a function the base
-    also has (lea, an immediate, or a pointer in data it reads directly), to compare it
+    also has (lea, an immediate, a pointer in data it reads directly, or a pointer held
+    by a new global, which stays in the patch image), to compare it, to call through it
     or to store it. In the patch image that address is the patch's copy of the function,
     while the running program's data holds the base's address of the same function:
     comparisons with pointers the base stored fail, and pointers the patch stores name

@@ -1,0 +1,88 @@
+"""The gate against behaviour on pairs that carry hot-patch hazards (tools/hazardgen.py).
+
+Every hazard of the generator is built on its own (seed 0), and two seeds combine several:
+each pair is checked with both PDBs, a final image is written with --force whatever the
+verdict, and the patch is applied to the running base in the emulator with every export
+called on tools/patchproof.py's argument list.  No "patchable" verdict may misbehave; a
+hazard the gate must reject is rejected by the rule that names it (the table in
+tools/hazardgen.py, written from the classes of the gate's rules, not from its output) and
+the emulator sees the patch misbehave; a hazard that must be patchable (literals, float
+constants, ABI-neutral qualifiers, new globals warned of) is patchable and behaves."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import have_toolchain
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+import hazardgen  # noqa: E402
+import patchproof  # noqa: E402
+
+pytestmark = [pytest.mark.toolchain,
+              pytest.mark.skipif(not have_toolchain(), reason="needs clang-cl-22 / lld-link-22")]
+
+#: Seeds whose seeded choice combines six hazards: 7 expects "rejected", 28 "patchable".
+COMBINED = (7, 28)
+
+
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hazard-alone")
+    return {h: patchproof.run_hazard_seed(0, root / h, [h])[0] for h in hazardgen.HAZARDS}
+
+
+@pytest.fixture(scope="module")
+def combined(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hazard-combined")
+    return {s: patchproof.run_hazard_seed(s, root)[0] for s in COMBINED}
+
+
+def test_no_patch_the_gate_accepts_misbehaves(alone, combined):
+    proofs = [*alone.values(), *combined.values()]
+    assert all(p.behaves is not None for p in proofs), [p.problem for p in proofs if p.behaves is None]
+    assert not [(p.seed, p.hazards, p.findings[:2]) for p in proofs if p.gate_failure]
+
+
+@pytest.mark.parametrize("name", [h for h, z in hazardgen.HAZARDS.items() if z.verdict == "rejected"])
+def test_hazards_to_reject_are_rejected_and_misbehave(alone, name):
+    p, hz = alone[name], hazardgen.HAZARDS[name]
+    assert p.hazards == [name]
+    assert p.verdict == "rejected" and hz.rule in p.errors, (p.errors, p.findings[:2])
+    assert p.behaves is False, f"the calls do not reach {name}"
+
+
+@pytest.mark.parametrize("name", [h for h, z in hazardgen.HAZARDS.items() if z.verdict == "patchable"])
+def test_hazards_to_accept_are_patchable_and_behave(alone, name):
+    p, hz = alone[name], hazardgen.HAZARDS[name]
+    assert p.verdict == "patchable" and p.errors == [], (name, p.errors)
+    assert hz.rule is None or hz.rule not in p.errors
+    assert p.behaves is True, p.findings[:3]
+
+
+def test_a_new_global_behaves_as_warned(alone):
+    """Its state is in the patch image, which the emulator reports; the check warned of it."""
+    p = alone["new_global"]
+    assert p.as_warned and any("g_ng_acc" in f for f in p.findings)
+
+
+def test_pointers_in_new_globals_are_addresses_taken(alone):
+    """A new global (a const table, or a mutable pointer with an initialiser) stays in the
+    patch image, so the function pointers it holds are the patch image's: the address of an
+    unpatched function compares unequal to the base's (HP603), and a new function it holds
+    runs plainly compiled (HP601)."""
+    for name, via in (("fnptr_table", "k_hs"), ("global_fnptr", "g_gp_fn"), ("callback_table", "k_cbs")):
+        p = alone[name]
+        assert "HP603" in p.errors, name
+        assert any(via in f for f in p.findings), (name, p.findings[:2])
+    assert "HP601" in alone["callback_table"].errors  # cb_new, held by k_cbs, writes g_cb_count
+
+
+def test_combined_seeds_get_the_verdict_their_hazards_settle(combined):
+    for seed, p in combined.items():
+        assert len(p.hazards) >= 3 and p.expected is not None
+        assert p.verdict == p.expected, (seed, p.hazards, p.errors)
+        assert p.behaves is (p.verdict == "patchable"), (seed, p.findings[:2])
