@@ -19,8 +19,9 @@ The patch misbehaves when the simulation has a finding: a result that differs fr
 intermediate's, state written in the patch image instead of the base, a fault, an undo
 that does not restore the base.  One exception: state of a new mutable global that the
 check warned of (HP404: it lives in the patch image and starts from its initialiser) is
-where the warning says; a simulation whose every finding is about such a global behaves
-"as warned" (counted, and shown apart).  A **gate failure** is a check that said "patchable" for a
+where the warning says; with the base's PDB (without it every global of the base looks
+new), a simulation whose every finding is about such a global behaves "as warned"
+(``Proof.as_warned``).  A **gate failure** is a check that said "patchable" for a
 patch that misbehaves.  A rejection whose patch behaves is counted apart ("rejected, yet
 behaves"): the gate was stricter than this run needed (the calls may not reach what the
 rejection is about).
@@ -123,7 +124,8 @@ def prove(seed: int, variant: str, config: str, d: Path, v: Path) -> Proof:
         out.problem = f"{type(exc).__name__}: {exc}"
         return out
     out.findings = [f"{f.kind}: {f.message}" for f in sim.findings]
-    warned = [f.symbol for f in res.findings if f.rule == "HP404" and f.symbol]
+    # only with the base's PDB: without it a global of the base is "new" to the check too
+    warned = [f.symbol for f in res.findings if f.rule == "HP404" and f.symbol] if pdb_base else []
     out.as_warned = bool(sim.findings) and all(_about_warned(f.kind, f.message, warned) for f in sim.findings)
     out.behaves = sim.ok or out.as_warned
     return out
