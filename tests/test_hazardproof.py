@@ -86,3 +86,20 @@ def test_combined_seeds_get_the_verdict_their_hazards_settle(combined):
         assert len(p.hazards) >= 3 and p.expected is not None
         assert p.verdict == p.expected, (seed, p.hazards, p.errors)
         assert p.behaves is (p.verdict == "patchable"), (seed, p.findings[:2])
+
+
+def test_a_changed_table_behind_a_pointer_in_base_data_is_rejected(alone, tmp_path_factory):
+    """k_tp is read-only and pointer-free, but g_tp (mutable, in the base) holds its address:
+    the running base's g_tp points at the base's k_tp, so tp_a (patched) and tp_b read the old
+    table; HP401 names k_tp and the pointer that holds it."""
+    from pehotpatch.api import check_pair
+
+    root = tmp_path_factory.mktemp("hazard-via-pointer")
+    hazardgen.generate(0, root, ["table_via_pointer"])
+    res = check_pair(root / "base.dll", root / "n" / "intermediate.dll", pdb_base=root / "base.pdb",
+                     pdb=root / "n" / "intermediate.pdb", functions_file=root / "n" / "hotpatch_functions.txt")
+    errors = [f for f in res.findings if f.severity == "error"]
+    assert [(f.rule, f.symbol) for f in errors] == [("HP401", "k_tp")]
+    assert errors[0].evidence["held_by"] == ["g_tp"]
+    p = alone["table_via_pointer"]
+    assert p.behaves is False and any(f.startswith("result-mismatch: tp_b(") for f in p.findings)

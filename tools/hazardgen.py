@@ -67,12 +67,16 @@ HAZARDS = {h.name: h for h in (
            "a listed function stores &f of an unpatched function; unpatched code compares against &f"),
     Hazard("fnptr_table", "2", "rejected", "HP603",
            "a listed function compares a stored pointer with an entry of a new const table of &f"),
+    Hazard("ops_changed", "2", "rejected", "HP401",
+           "the entries of an existing const table of function pointers, read by a listed function, are swapped"),
     Hazard("new_global", "global", "patchable", None,
            "a new mutable global used only by a listed function"),
     Hazard("table_shared", "6", "rejected", "HP501",
            "a const table read by a listed and an unlisted function changes"),
     Hazard("table_switch", "6", "rejected", "HP501",
            "an unlisted function's switch, compiled to a lookup table, changes one entry (code equal)"),
+    Hazard("table_via_pointer", "6", "rejected", "HP401",
+           "a const table that listed and unlisted functions read through a pointer in base data changes"),
     Hazard("table_listed", "6", "patchable", None,
            "a const table read only by a listed function changes"),
     Hazard("constant_string", "7", "patchable", "HP403",
@@ -91,6 +95,8 @@ HAZARDS = {h.name: h for h in (
            "a listed function's pointer parameter gains restrict (and its body a fix)"),
     Hazard("qualifier_const", "8", "patchable", "HP301",
            "a listed function's integer parameter gains a top-level const (and its body a fix)"),
+    Hazard("array_grow", "4", "rejected", "HP402",
+           "a zero-initialised mutable array grows; its listed users index the new entries"),
     Hazard("data_init", "data", "rejected", "HP401",
            "the initial value of an initialised mutable global changes"),
     Hazard("benign_const", "benign", "patchable", None,
@@ -203,6 +209,11 @@ def render(seed: int, hazards: list[str] | None = None) -> Pair:
     alt("fnptr_table", "API u32 ft_is(u32 x) { return (g_handler == ((x >> 2) & 1 ? h_b : h_a)) * 3 + x; }\n",
         "static const callback k_hs[2] = {h_a, h_b};\n"
         "API u32 ft_is(u32 x) { return (g_handler == k_hs[(x >> 2) & 1]) * 3 + x + 1; }\n", "ft_is")
+    # (three entries: never equal to k_hs, which the compiler would merge with it)
+    alt("ops_changed", "static const callback k_ops[3] = {h_a, h_b, h_a};\n"
+        f"API u32 op_call(u32 x) {{ return k_ops[(x >> 1) % 3](x) + {k[24]}; }}\n",
+        "static const callback k_ops[3] = {h_b, h_a, h_b};\n"
+        f"API u32 op_call(u32 x) {{ return k_ops[(x >> 1) % 3](x) + {k[24] + 1}; }}\n", "op_call")
     # a new mutable global, used only by a listed function
     alt("new_global", f"API u32 ng_step(u32 x) {{ return x * {k[5]}; }}\n",
         f"static u32 g_ng_acc = {k[6]};\nAPI u32 ng_step(u32 x) {{ g_ng_acc += x; return x * {k[5]} + g_ng_acc; }}\n",
@@ -282,6 +293,26 @@ def render(seed: int, hazards: list[str] | None = None) -> Pair:
     else:
         parts[True].append(parts[False][-1])
     both("API u32 q_first(u32 x) { return q_sum(g_vals, x & 15); }\n")
+    tp = [r.randrange(1, 1000) for _ in range(8)]
+    tp2 = [v + 11 if i == 5 else v for i, v in enumerate(tp)]
+    for hit in (False, True):
+        vals = tp2 if hit and "table_via_pointer" in on else tp
+        parts[hit].append(f"static const u32 k_tp[8] = {_init(vals)};\nconst u32 *g_tp = k_tp;\n")
+    alt("table_via_pointer", f"API u32 tp_a(u32 x) {{ return g_tp[x & 7] + {k[25]}; }}\n",
+        f"API u32 tp_a(u32 x) {{ return g_tp[x & 7] + {k[25] + 1}; }}\n", "tp_a")
+    both("API u32 tp_b(u32 x) { return g_tp[(x ^ 5) & 7] * 3; }\n")
+    n = 12 if "array_grow" in on else 8
+    parts[False].append("u32 g_arr[8];\nu32 g_after_arr;\nAPI u32 ag_put(u32 x) { g_arr[x % 8] += x; "
+                        "return g_arr[x % 8] + g_after_arr; }\n")
+    parts[True].append(f"u32 g_arr[{n}];\nu32 g_after_arr;\nAPI u32 ag_put(u32 x) {{ g_arr[x % {n}] += x; "
+                       f"return g_arr[x % {n}] + g_after_arr; }}\n")
+    for hit in (False, True):
+        m = n if hit else 8
+        parts[hit].append(f"API u32 ag_sum(u32 x) {{ u32 s = 0; for (u32 i = 0; i < {m}; i++) s += g_arr[i] * (i + 1); "
+                          "return s + x; }\n")
+    if "array_grow" in on:
+        listed.update(("ag_put", "ag_sum"))
+    both("API u32 ag_after(u32 x) { g_after_arr += 1; return g_after_arr + x; }\n")
     # an initialised mutable global
     alt("data_init", f"u32 g_init = {k[19]};\n", f"u32 g_init = {k[19] + 7};\n")
     both("API u32 di_get(u32 x) { g_init += x & 1; return g_init; }\n")

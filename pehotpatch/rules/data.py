@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from pehotpatch.diff.image import GlobalDiff
 from pehotpatch.image.symbols import Global
 from pehotpatch.rules import ERROR, NOTE, RETIRED, WARNING, Finding, checker, define, finding, hx
 from pehotpatch.rules.context import Context
@@ -21,7 +22,9 @@ define(
     mutable global, or a constant one holding pointers) changed. The running value
     lives in the base image and was initialised when the base was loaded; patched code
     reaches that storage through its __ref_ pointer, so the new initializer never takes
-    effect until a reboot.""",
+    effect until a reboot. The same holds for a read-only global whose address is held
+    by such storage (a constant table behind a pointer in base data): code that reads it
+    through that pointer reads the base's copy.""",
 )
 define(
     "HP402", "GlobalLayoutChanged", "global size or type changed", ERROR,
@@ -66,9 +69,12 @@ def shares_storage(g: Global) -> bool:
 def check_data(ctx: Context) -> Iterator[Finding]:
     users_new = _data_users(ctx, Side.NEW)
     users_base = _data_users(ctx, Side.BASE)
+    held = _held_by_shared(ctx)
     for gd in ctx.diff.globals_changed:
         g = gd.new
         if not shares_storage(g) and not shares_storage(gd.base):
+            if held.get(gd.base.name):
+                yield _reached_through(ctx, gd, held[gd.base.name])
             continue
         who = users_new.get(g.name, [])
         patched_users = [n for n in who if n in ctx.patched_names]
@@ -127,6 +133,51 @@ def check_data(ctx: Context) -> Iterator[Finding]:
         yield finding("HP404", f"new mutable global {g.name}", symbol=g.name, kind="global",
                       explanation=expl,
                       evidence={"new_rva": hx(g.rva), "section": g.section, "size": g.size, "used_by": who[:20]})
+
+
+def _reached_through(ctx: Context, gd: GlobalDiff, holders: list[str]) -> Finding:
+    """A changed global of the patch image's own (read-only, pointer-free) that the running
+    program reaches through a pointer held in storage it shares with the base."""
+    g = gd.new
+    names = ", ".join(sorted(set(holders))[:8])
+    layout = "size" in gd.changes or "type" in gd.changes
+    expl = [f"{g.name} changed ({gd.detail})",
+            f"it is read-only, but its address is held by {names}, which lives in the base image: every "
+            f"function that reads {g.name} through {names}, patched or not, reads the base's copy",
+            "the new contents never take effect in a running process"]
+    ev = {"base_rva": hx(gd.base.rva), "new_rva": hx(g.rva), "section": g.section, "detail": gd.detail,
+          "held_by": sorted(set(holders))}
+    if layout:
+        return finding("HP402", f"global {g.name}, reached through {names}, changed "
+                                f"{' and '.join(c for c in gd.changes if c != 'initializer')}",
+                       symbol=g.name, kind="global", explanation=expl, evidence=ev)
+    return finding("HP401", f"initializer of {g.name}, reached through {names} in the base, changed",
+                   symbol=g.name, kind="global", explanation=expl, evidence={**ev, **_bytes_evidence(ctx, gd.base, g)})
+
+
+def _held_by_shared(ctx: Context) -> dict[str, list[str]]:
+    """Base global name -> the base globals sharing storage with the patch (mutable, or
+    constant with pointers) that hold a relocated pointer into it."""
+    import bisect
+
+    ix = ctx.bix
+    img = ix.image
+    ptr = ctx.machine.pointer_size
+    spans = sorted((g.rva, g.rva + (g.size or 1), g.name) for g in ix.globals if not g.is_ref_slot)
+    starts = [s[0] for s in spans]
+    out: dict[str, list[str]] = {}
+    for h in ix.globals:
+        if not h.size or not shares_storage(h):
+            continue
+        for r in img.relocations.within(h.rva, h.rva + h.size):
+            raw = img.try_read(r, ptr)
+            if raw is None:
+                continue
+            t = int.from_bytes(raw, "little") - img.image_base
+            i = bisect.bisect_right(starts, t) - 1
+            if i >= 0 and spans[i][0] <= t < spans[i][1] and spans[i][2] != h.name:
+                out.setdefault(spans[i][2], []).append(h.name)
+    return out
 
 
 #: Decorated names of compiler-made literals and constants (MSVC/clang-cl spellings).
