@@ -69,6 +69,8 @@ HAZARDS = {h.name: h for h in (
            "a listed function compares a stored pointer with an entry of a new const table of &f"),
     Hazard("ops_changed", "2", "rejected", "HP401",
            "the entries of an existing const table of function pointers, read by a listed function, are swapped"),
+    Hazard("data_pointer_table", "1", "rejected", "HP601",
+           "a listed function reaches mutable globals through a new const table of their addresses"),
     Hazard("new_global", "global", "patchable", None,
            "a new mutable global used only by a listed function"),
     Hazard("table_shared", "6", "rejected", "HP501",
@@ -214,6 +216,10 @@ def render(seed: int, hazards: list[str] | None = None) -> Pair:
         f"API u32 op_call(u32 x) {{ return k_ops[(x >> 1) % 3](x) + {k[24]}; }}\n",
         "static const callback k_ops[3] = {h_b, h_a, h_b};\n"
         f"API u32 op_call(u32 x) {{ return k_ops[(x >> 1) % 3](x) + {k[24] + 1}; }}\n", "op_call")
+    both("u32 g_c0;\nu32 g_c1;\nAPI u32 dp_get(u32 x) { return g_c0 * 3 + g_c1 + x; }\n")
+    alt("data_pointer_table", "API u32 dp_bump(u32 x) { u32 *c = (x & 1) ? &g_c1 : &g_c0; *c += x; return *c; }\n",
+        "static u32 *const k_ctrs[2] = {&g_c0, &g_c1};\n"
+        "API u32 dp_bump(u32 x) { u32 *c = k_ctrs[x & 1]; *c += x + 1; return *c; }\n", "dp_bump")
     # a new mutable global, used only by a listed function
     alt("new_global", f"API u32 ng_step(u32 x) {{ return x * {k[5]}; }}\n",
         f"static u32 g_ng_acc = {k[6]};\nAPI u32 ng_step(u32 x) {{ g_ng_acc += x; return x * {k[5]} + g_ng_acc; }}\n",

@@ -27,7 +27,10 @@ define(
     image's copy of the global, not the running base's, so the program's state and the
     patched code drift apart. The usual causes are a translation unit compiled without
     -fms-secure-hotpatch-functions-file (or -list), or a function missing from that
-    list: a new function that patched code reaches must be listed too.""",
+    list: a new function that patched code reaches must be listed too. A new global
+    that patched code reads holding the address of a mutable global (a table of
+    counters' addresses) is reported too: it stays in the patch image, with the patch
+    image's addresses.""",
 )
 define(
     "HP602", "DirectPointerConstAccess", "patched code uses a constant holding pointers directly",
@@ -93,6 +96,7 @@ def _who(r: RunningFunction) -> str:
 @checker("HP6xx", emits=("HP601", "HP602", "HP603", "HP604"))
 def check_refs(ctx: Context) -> Iterator[Finding]:
     yield from _direct_access(ctx)
+    yield from _through_new_globals(ctx)
     yield from _address_identity(ctx)
     yield from _thread_local(ctx)
 
@@ -150,6 +154,49 @@ def _direct_access(ctx: Context) -> Iterator[Finding]:
                              "the pointers inside are the patch image's, not the running base's"],
                 evidence={"globals": {n: [hx(o) for o in ptr_consts[n]] for n in names}, **ev_common},
             )
+
+
+def _through_new_globals(ctx: Context) -> Iterator[Finding]:
+    """Running code that reads a new global through its ``__ref_`` slot: the global has no
+    base counterpart and stays in the patch image, so the addresses of mutable globals it
+    holds (``static u32 *const k_counters[] = {&g_a, &g_b};``) are the patch image's copies."""
+    img = ctx.nix.image
+    ptr = ctx.machine.pointer_size
+    new = {g.rva for g in ctx.diff.added_globals}
+    held: dict[tuple[str, str], list[str]] = {}
+    for r in ctx.reach.ref_reads:
+        if r.target_rva is None or r.thread_local or r.target_is_code:
+            continue
+        g = ctx.nix.global_at(r.target_rva)
+        if g is None or g.rva not in new or (r.source, g.name) in held:
+            continue
+        names: list[str] = []
+        for rel in img.relocations.within(g.rva, g.rva + (g.size or ptr)):
+            raw = img.try_read(rel, ptr)
+            v = int.from_bytes(raw, "little") - img.image_base if raw is not None else -1
+            sec = img.section_at(v) if v >= 0 else None
+            if sec is None or not sec.writable or sec.executable:
+                continue
+            t, off = ctx.global_near(Side.NEW, v) or (None, 0)
+            if t is not None and (t.is_ref_slot or _allowed(t.name) or t.rva == g.rva):
+                continue
+            name = ctx.describe(Side.NEW, v) if t is None else t.name if off == 0 else f"{t.name}+{off:#x}"
+            if name not in names:
+                names.append(name)
+        held[(r.source, g.name)] = names
+    for (source, via), names in sorted(held.items()):
+        if not names:
+            continue
+        yield finding(
+            "HP601", f"{source} reaches mutable global{'s' if len(names) > 1 else ''} {', '.join(names)} through "
+                     f"{via}, a new global holding {'their addresses' if len(names) > 1 else 'its address'}",
+            symbol=source, kind="function",
+            explanation=[f"{source} reads {via} through its __ref_ pointer; {via} is new: it exists only in the "
+                         "patch image",
+                         f"{via} holds the address of {', '.join(names)} in the patch image, not the running "
+                         "base's: what is written through it is the patch image's state"],
+            evidence={"via": via, "globals": names},
+        )
 
 
 def _address_identity(ctx: Context) -> Iterator[Finding]:
