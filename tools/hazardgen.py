@@ -99,8 +99,13 @@ HAZARDS = {h.name: h for h in (
            "a listed function's integer parameter gains a top-level const (and its body a fix)"),
     Hazard("array_grow", "4", "rejected", "HP402",
            "a zero-initialised mutable array grows; its listed users index the new entries"),
+    Hazard("layout_local", "4", "rejected", "HP311",
+           "a struct that an unlisted caller keeps on its stack grows; the listed callee it passes it to writes the "
+           "new fields"),
     Hazard("data_init", "data", "rejected", "HP401",
            "the initial value of an initialised mutable global changes"),
+    Hazard("qualifier_volatile", "8", "patchable", "HP301",
+           "a listed function's integer parameter gains a top-level volatile (and its body a fix)"),
     Hazard("benign_const", "benign", "patchable", None,
            "constants of listed functions that share a mutable counter change"),
     Hazard("benign_added", "benign", "patchable", None,
@@ -288,8 +293,9 @@ def render(seed: int, hazards: list[str] | None = None) -> Pair:
         init[hit].append(f"for (u32 i = 0; i < 8; i++) pl_put(i * {k[17]} + 1);")
     # class 8: ABI-neutral qualifiers
     both(f"u32 g_vals[16] = {_init(r.randrange(1, 99) for _ in range(16))};\n")
-    rq, cq = "qualifier_restrict" in on, "qualifier_const" in on
-    new_sig = f"const u32 *{'restrict ' if rq else ''}p, {'const ' if cq else ''}u32 n"
+    rq, cq = "qualifier_restrict" in on, "qualifier_const" in on or "qualifier_volatile" in on
+    quals = ("const " if "qualifier_const" in on else "") + ("volatile " if "qualifier_volatile" in on else "")
+    new_sig = f"const u32 *{'restrict ' if rq else ''}p, {quals}u32 n"
     parts[False].append("NOINL u32 q_sum(const u32 *p, u32 n) { u32 s = 0; for (u32 i = 0; i < n; i++) "
                         "s += p[i]; return s; }\n")
     if rq or cq:
@@ -319,6 +325,16 @@ def render(seed: int, hazards: list[str] | None = None) -> Pair:
     if "array_grow" in on:
         listed.update(("ag_put", "ag_sum"))
     both("API u32 ag_after(u32 x) { g_after_arr += 1; return g_after_arr + x; }\n")
+    grown = "u32 c; u32 d[4]; " if "layout_local" in on else ""
+    for hit in (False, True):
+        g = grown if hit else ""
+        fill = "p->c = x; for (u32 i = 0; i < 4; i++) p->d[i] = x + i; " if g else ""
+        parts[hit].append(f"struct lx {{ u32 a; u32 b; {g}}};\n"
+                          f"NOINL void lx_fill(struct lx *p, u32 x) {{ p->b = x * {k[26]}; {fill}}}\n"
+                          "API u32 lx_get(u32 x) { u32 keep = x ^ 0x5A5A; struct lx v; v.a = x; lx_fill(&v, x); "
+                          "return v.a + v.b + keep; }\n")
+    if grown:
+        listed.add("lx_fill")
     # an initialised mutable global
     alt("data_init", f"u32 g_init = {k[19]};\n", f"u32 g_init = {k[19] + 7};\n")
     both("API u32 di_get(u32 x) { g_init += x & 1; return g_init; }\n")
