@@ -98,10 +98,12 @@ realcode: setup toolchain
 	$(PY) tools/realcode.py
 
 # Generated pairs checked, emitted (--force) and applied to their base in the emulator: no
-# "patchable" verdict may misbehave (docs/SIMULATE.md, "The gate against behaviour").
+# "patchable" verdict may misbehave (docs/SIMULATE.md, "The gate against behaviour");
+# PROOF_GEN=hazard: tools/hazardgen.py's pairs, which carry the hazards of the gate's rules.
 PROOF_SEEDS ?= 0-299
+PROOF_GEN ?= pairgen
 patchproof: setup toolchain
-	$(PY) tools/patchproof.py --seeds $(PROOF_SEEDS)
+	$(PY) tools/patchproof.py --seeds $(PROOF_SEEDS) --generator $(PROOF_GEN)
 
 # The long fuzz run (docs/FUZZING.md): FUZZ_INPUTS inputs over every command on FUZZ_JOBS
 # cores, seeded with the samples, the real msvc-runtime DLLs (FUZZ_CORPUS=0: no network)

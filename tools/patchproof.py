@@ -1,7 +1,7 @@
 """Does a patch the gate accepts behave like the fix?  Generated pairs, run in the emulator.
 
     .venv/bin/python tools/patchproof.py --seeds 0-49 [--jobs 2] [--keep DIR] [--json OUT]
-    .venv/bin/python tools/patchproof.py --generator hazard --seeds 0-299
+    .venv/bin/python tools/patchproof.py --generator hazard --seeds 0-299 [--alone]
 
 ``tools/pairgate.py`` measures the gate against a reference verdict (the check with both
 PDBs).  This tool measures the reference itself against behaviour.  For each seed,
@@ -32,7 +32,9 @@ function, function-pointer identity, a new mutable global, changed const tables,
 and float constants, run-once initialisers, struct layouts of objects the base built,
 ABI-neutral qualifiers, initial values), checked with both PDBs (configuration a) and
 simulated the same way; the summary is given per hazard, with the rules of the rejections
-whose patch behaves and the seeds whose verdict differs from the one the hazards settle.
+whose patch behaves, the seeds whose verdict differs from the one the hazards settle, and
+those where a hazard to reject is not named by its rule.  ``--alone`` builds every hazard on
+its own on each seed instead of the seeded combination.
 
 Exit code 1 when any gate failure was found.
 """
@@ -173,7 +175,7 @@ def _one(job: tuple[int, str, int, str, str | None]) -> list[Proof]:
 def hazard_summary(proofs: list[Proof]) -> dict:
     """Per hazard, the proofs of the seeds that inject it (a seed counts under each of its hazards)."""
     out: dict = {}
-    for name in hazardgen.HAZARDS:
+    for name, hz in hazardgen.HAZARDS.items():
         ps = [p for p in proofs if name in p.hazards]
         behaving_rejections: dict[str, int] = {}
         for p in ps:
@@ -189,6 +191,9 @@ def hazard_summary(proofs: list[Proof]) -> dict:
             "rules_of_rejections_that_behave": dict(sorted(behaving_rejections.items())),
             "not_simulated": sum(p.behaves is None for p in ps),
             "verdict_unexpected": sorted(p.seed for p in ps if p.expected and p.verdict != p.expected),
+            # a hazard to reject whose rule is not among the errors (rejected for another reason)
+            "rule_missing": sorted(p.seed for p in ps if hz.verdict == "rejected" and hz.rule
+                                   and hz.rule not in p.errors),
         }
     return out
 
