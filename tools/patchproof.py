@@ -17,11 +17,9 @@ the intermediate alone, then undoes the patch (docs/SIMULATE.md).
 
 The patch misbehaves when the simulation has a finding: a result that differs from the
 intermediate's, state written in the patch image instead of the base, a fault, an undo
-that does not restore the base.  One exception: state of a new mutable global that the
-check warned of (HP404: it lives in the patch image and starts from its initialiser) is
-where the warning says; with the base's PDB (without it every global of the base looks
-new), a simulation whose every finding is about such a global behaves "as warned"
-(``Proof.as_warned``).  A **gate failure** is a check that said "patchable" for a
+that does not restore the base.  (State of a new mutable global, one the base does not
+have, lives in the patch image as the check's HP404 warning says; the simulation notes it
+instead of reporting it when the base's PDB shows the base has no such global.)  A **gate failure** is a check that said "patchable" for a
 patch that misbehaves.  A rejection whose patch behaves is counted apart ("rejected, yet
 behaves"): the gate was stricter than this run needed (the calls may not reach what the
 rejection is about).
@@ -43,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import sys
 import tempfile
@@ -78,9 +75,7 @@ class Proof:
     behaves: bool | None = None  # the simulation had no finding (None: nothing simulated)
     findings: list[str] = field(default_factory=list)  # the simulation's, "kind: message"
     problem: str = ""  # why nothing was simulated
-    #: the simulation's findings were all about new mutable globals the check warned of (HP404:
-    #: they live in the patch image and start from their initialisers), so the patch behaves as warned
-    as_warned: bool = False
+    notes: list[str] = field(default_factory=list)  # the simulation's
     hazards: list[str] = field(default_factory=list)  # --generator hazard: the injected ones
     expected: str | None = None  # --generator hazard: the verdict the hazards settle, if any
 
@@ -126,17 +121,9 @@ def prove(seed: int, variant: str, config: str, d: Path, v: Path) -> Proof:
         out.problem = f"{type(exc).__name__}: {exc}"
         return out
     out.findings = [f"{f.kind}: {f.message}" for f in sim.findings]
-    # only with the base's PDB: without it a global of the base is "new" to the check too
-    warned = [f.symbol for f in res.findings if f.rule == "HP404" and f.symbol] if pdb_base else []
-    out.as_warned = bool(sim.findings) and all(_about_warned(f.kind, f.message, warned) for f in sim.findings)
-    out.behaves = sim.ok or out.as_warned
+    out.notes = list(sim.notes)
+    out.behaves = sim.ok
     return out
-
-
-def _about_warned(kind: str, message: str, new_globals: list[str]) -> bool:
-    """A finding that the patch image holds the state of a new global the check warned of."""
-    return kind in ("patch-image-state", "ref-slot-unbound") and any(
-        re.search(rf"(?<![\w@?$]){re.escape(g)}(?![\w@?$])", message) for g in new_globals)
 
 
 def run_seed(seed: int, root: Path, size: int = 1) -> list[Proof]:

@@ -2,7 +2,9 @@
 not verify and a call sequence may never exercise.
 
 - a FUNCTION record (either direction) joining two functions of different names;
-- a ``__ref_`` slot of the patch image that still points into the patch image;
+- a ``__ref_`` slot of the patch image that still points into the patch image (unless
+  its global is new: the base does not have it, so it lives in the patch image, as the
+  check's HP404 warning says);
 - a direct call or jump from a patched function to the patch image's copy of a
   function the base also has, when no backward redirection covers that copy.
 
@@ -43,7 +45,7 @@ def _is_branch(machine: Machine, mnemonic: str) -> bool:
 def audit(world: World, base: MappedImage, patch: MappedImage, table: HotPatchTable) -> list[Finding]:
     bn, pn = world.names[base.role], world.names[patch.role]
     out = _wrong_functions(bn, pn, table)
-    out += _unbound_slots(world, patch, pn)
+    out += _unbound_slots(world, patch, pn, bn)
     out += _uncovered_copies(world, patch, bn, pn, table)
     return out
 
@@ -67,7 +69,7 @@ def _wrong_functions(bn: Names, pn: Names, table: HotPatchTable) -> list[Finding
     return out
 
 
-def _unbound_slots(world: World, patch: MappedImage, pn: Names) -> list[Finding]:
+def _unbound_slots(world: World, patch: MappedImage, pn: Names, bn: Names) -> list[Finding]:
     out = []
     ptr = world.abi.ptr_size
     for g in pn.index.globals:
@@ -75,6 +77,9 @@ def _unbound_slots(world: World, patch: MappedImage, pn: Names) -> list[Finding]
         if target is None or g.rva + ptr > patch.size:
             continue
         value = world.space.read_ptr(patch.va + g.rva)
+        held = pn.global_at(value - patch.va) if patch.contains(value) else None
+        if held is not None and pn.plain(held.name) == pn.plain(target) and pn.is_new_global(held, bn):
+            continue  # a new global: it has no base copy to bind to
         if patch.contains(value):
             out.append(Finding(F_REF_UNBOUND,
                 f"{pn.plain(g.name)} still points into the patch image "

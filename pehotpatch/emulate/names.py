@@ -73,6 +73,15 @@ class Names:
         return f"RVA {rva:#x}"
 
     @cached_property
+    def global_names(self) -> set[str]:
+        return {self.plain(g.name) for g in self.index.globals}
+
+    def is_new_global(self, g: Global, base: Names) -> bool:
+        """``g`` (of this image, a patch) is a global the base does not have: only said
+        when the base's PDB names all its globals."""
+        return base.has_pdb and self.plain(g.name) not in base.global_names
+
+    @cached_property
     def function_names(self) -> set[str]:
         out: set[str] = set()
         for f in self.index.functions:

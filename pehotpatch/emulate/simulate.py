@@ -247,7 +247,15 @@ def _guard_findings(world: World, before: int, i: int, c: Call, result: Simulati
             im = world.space.image_at(v.address)
             if im is None or _plumbing(im, addr.rva or 0, world):
                 continue
-            g = world.names[im.role].global_at(addr.rva or 0)
+            names = world.names[im.role]
+            g = names.global_at(addr.rva or 0)
+            if g is not None and names.is_new_global(g, world.names["base"]):
+                note = (f"{c.text}: {pc.text()} used {names.plain(g.name)}, a global the base does not have: "
+                        "it lives in the patch image and started from its initialiser (HP404)")
+                if ("new", g.name) not in seen:
+                    seen.add(("new", g.name))
+                    result.notes.append(note)
+                continue
             what = g.name if g is not None else addr.where
             key = ("data", f"{pc.image}:{pc.where.split('+')[0]} {what}")
             msg = (f"{c.text}: {pc.text()} accessed {what} in the {addr.image} image, not the "
