@@ -2,6 +2,7 @@
 
     .venv/bin/python tools/patchproof.py --seeds 0-49 [--jobs 2] [--keep DIR] [--json OUT]
     .venv/bin/python tools/patchproof.py --generator hazard --seeds 0-299 [--alone]
+    .venv/bin/python tools/patchproof.py --generator hazard-cpp --seeds 0-99 [--alone]
 
 ``tools/pairgate.py`` measures the gate against a reference verdict (the check with both
 PDBs).  This tool measures the reference itself against behaviour.  For each seed,
@@ -53,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hazardgen  # noqa: E402  (tools/ is not a package)
+import hazardgen_cpp  # noqa: E402
 import pairgate  # noqa: E402
 import pairgen  # noqa: E402
 
@@ -143,10 +145,15 @@ def run_seed(seed: int, root: Path, size: int = 1) -> list[Proof]:
     return [prove(seed, name, config, d, v) for name, v in variants for config in CONFIGS]
 
 
-def run_hazard_seed(seed: int, root: Path, hazards: list[str] | None = None) -> list[Proof]:
+#: The hazard generators by --generator name (tools/hazardgen.py: C; tools/hazardgen_cpp.py: C++).
+HAZARD_GENERATORS = {"hazard": hazardgen, "hazard-cpp": hazardgen_cpp}
+
+
+def run_hazard_seed(seed: int, root: Path, hazards: list[str] | None = None,
+                    generator: str = "hazard") -> list[Proof]:
     """tools/hazardgen.py's pair of seed (or exactly ``hazards``), proved with both PDBs."""
     d = root / f"seed{seed}"
-    pair = hazardgen.generate(seed, d, hazards)
+    pair = HAZARD_GENERATORS[generator].generate(seed, d, hazards)
     proof = prove(seed, "hazard", "a", d, d / "n")
     proof.hazards, proof.expected = pair.hazards, pair.expected
     return [proof]
@@ -154,15 +161,15 @@ def run_hazard_seed(seed: int, root: Path, hazards: list[str] | None = None) -> 
 
 def _one(job: tuple[int, str, int, str, str | None]) -> list[Proof]:
     seed, root, size, generator, alone = job
-    if generator == "hazard":
-        return run_hazard_seed(seed, Path(root), [alone] if alone else None)
+    if generator in HAZARD_GENERATORS:
+        return run_hazard_seed(seed, Path(root), [alone] if alone else None, generator)
     return run_seed(seed, Path(root), size)
 
 
-def hazard_summary(proofs: list[Proof]) -> dict:
+def hazard_summary(proofs: list[Proof], generator: str = "hazard") -> dict:
     """Per hazard, the proofs of the seeds that inject it (a seed counts under each of its hazards)."""
     out: dict = {}
-    for name, hz in hazardgen.HAZARDS.items():
+    for name, hz in HAZARD_GENERATORS[generator].HAZARDS.items():
         ps = [p for p in proofs if name in p.hazards]
         behaving_rejections: dict[str, int] = {}
         for p in ps:
@@ -211,17 +218,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alone", action="store_true",
                     help="--generator hazard: every hazard on its own, on each seed (the change of "
                          "exactly one hazard)")
-    ap.add_argument("--generator", choices=("pairgen", "hazard"), default="pairgen",
+    ap.add_argument("--generator", choices=("pairgen", "hazard", "hazard-cpp"), default="pairgen",
                     help="tools/pairgen.py's pairs (three configurations, and one with a change left "
-                         "out) or tools/hazardgen.py's (both PDBs)")
+                         "out), tools/hazardgen.py's or tools/hazardgen_cpp.py's (both PDBs)")
     args = ap.parse_args(argv)
     root = args.keep or Path(tempfile.mkdtemp(prefix="patchproof-"))
     seeds = pairgen._seeds(args.seeds)
     proofs: list[Proof] = []
     jobs = [(s, str(root), args.size, args.generator, None) for s in seeds]
     if args.alone:  # each hazard on its own, seeds numbered apart (seed, hazard)
-        jobs = [(s, str(root / h), args.size, "hazard", h) for h in hazardgen.HAZARDS for s in seeds]
-        seeds = [s for _ in hazardgen.HAZARDS for s in seeds]
+        gen = args.generator if args.generator in HAZARD_GENERATORS else "hazard"
+        names = HAZARD_GENERATORS[gen].HAZARDS
+        jobs = [(s, str(root / h), args.size, gen, h) for h in names for s in seeds]
+        seeds = [s for _ in names for s in seeds]
     t0 = time.monotonic()
     try:
         with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
@@ -244,8 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
     summ = summary(proofs)
-    if args.generator == "hazard" or args.alone:
-        summ = {"a": summ["a"], "hazards": hazard_summary(proofs)}
+    if args.generator in HAZARD_GENERATORS or args.alone:
+        gen = args.generator if args.generator in HAZARD_GENERATORS else "hazard"
+        summ = {"a": summ["a"], "hazards": hazard_summary(proofs, gen)}
     print(json.dumps(summ, indent=1))
     print(f"{len(seeds)} seeds in {time.monotonic() - t0:.0f} s")
     if args.json:
