@@ -99,7 +99,7 @@ realcode: setup toolchain
 
 # Generated pairs checked, emitted (--force) and applied to their base in the emulator: no
 # "patchable" verdict may misbehave (docs/SIMULATE.md, "The gate against behaviour");
-# PROOF_GEN=hazard: tools/hazardgen.py's pairs, which carry the hazards of the gate's rules.
+# PROOF_GEN=hazard (hazard-cpp: C++): tools/hazardgen.py's pairs, which carry the hazards of the gate's rules.
 PROOF_SEEDS ?= 0-299
 PROOF_GEN ?= pairgen
 patchproof: setup toolchain
