@@ -9,9 +9,9 @@ pointers): an override whose body changes, an object constructed by patched code
 vtable read through a ``__ref_`` slot bound to the base's vtable) and a vtable-pointer
 comparison are patchable and behave; a class that gains an override or a virtual method
 in the middle of its vtable, and a member-function pointer compared with
-``&Shape::twice``, are rejected and misbehave.  A virtual method added at the end of the
-vtable and called by patched code on an object the base built is a known gate failure
-(the check says patchable; the call reads past the base's vtable)."""
+``&Shape::twice``, are rejected and misbehave; so is a virtual method added at the end of
+the vtable and called by patched code on an object the base built (the call reads past
+the base's vtable: HP311 compares a class's virtual methods, which the check once missed)."""
 
 from __future__ import annotations
 
@@ -29,16 +29,13 @@ import patchproof  # noqa: E402
 pytestmark = [pytest.mark.toolchain,
               pytest.mark.skipif(not have_toolchain(), reason="needs clang-cl-22 / lld-link-22")]
 
-KNOWN_GATE_FAILURE = "vtable_grow_end"
-
-
 def _combined_seeds() -> tuple[int, ...]:
-    """The first seeds combining at least four hazards, none of them the known gate failure:
-    one whose hazards all must be patchable, one with a hazard the gate must reject."""
+    """The first seeds combining at least four hazards: one whose hazards all must be
+    patchable, one with a hazard the gate must reject."""
     firsts: dict[str | None, int] = {}
     for seed in range(200):
         pair = hazardgen_cpp.render(seed)
-        if len(pair.hazards) >= 4 and KNOWN_GATE_FAILURE not in pair.hazards:
+        if len(pair.hazards) >= 4:
             firsts.setdefault(pair.expected, seed)
     return (firsts["patchable"], firsts["rejected"])
 
@@ -56,7 +53,7 @@ def combined(tmp_path_factory):
 
 
 def test_no_patch_the_gate_accepts_misbehaves(alone, combined):
-    proofs = [p for h, p in alone.items() if h != KNOWN_GATE_FAILURE] + combined
+    proofs = [*alone.values(), *combined]
     assert all(p.behaves is not None for p in proofs), [p.problem for p in proofs if p.behaves is None]
     assert not [(p.seed, p.hazards, p.findings[:2]) for p in proofs if p.gate_failure]
     assert [p.verdict for p in combined] == ["patchable", "rejected"], [(p.seed, p.errors) for p in combined]
@@ -65,7 +62,7 @@ def test_no_patch_the_gate_accepts_misbehaves(alone, combined):
 
 def test_hazards_to_reject_are_rejected_and_misbehave(alone):
     for name, hz in hazardgen_cpp.HAZARDS.items():
-        if hz.verdict != "rejected" or name == KNOWN_GATE_FAILURE:
+        if hz.verdict != "rejected":
             continue
         p = alone[name]
         assert p.verdict == "rejected", (name, p.errors)
@@ -81,9 +78,9 @@ def test_hazards_to_accept_are_patchable_and_behave(alone):
             assert (p.verdict, p.errors, p.behaves) == ("patchable", [], True), (name, p.findings[:2])
 
 
-@pytest.mark.xfail(strict=True, reason="known gate failure: a virtual method appended to a vtable the base's "
-                                       "objects use is not seen by the check")
 def test_vtable_grown_at_the_end_is_rejected(alone):
-    p = alone[KNOWN_GATE_FAILURE]
-    assert p.behaves is False  # the listed caller reads past the base's vtable
-    assert p.verdict == "rejected", p.errors
+    """The listed caller calls the new slot on an object the base built: it reads past the
+    base's vtable.  HP311 names the class's new virtual method."""
+    p = alone["vtable_grow_end"]
+    assert p.behaves is False
+    assert p.verdict == "rejected" and p.errors == ["HP311"], p.errors

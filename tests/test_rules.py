@@ -224,7 +224,7 @@ def test_layout_changes_reports_each_kind_of_change():
     F = dataclasses.make_dataclass("F", ["name", "offset", "type_name", "size", ("bit_offset", object, None),
                                          ("bit_size", object, None)])
     L = dataclasses.make_dataclass("L", ["size", "fields", ("bases", list, dataclasses.field(default_factory=list)),
-                                         ("has_vfptr", bool, False)])
+                                         ("has_vfptr", bool, False), ("virtuals", tuple, ())])
     a = L(12, [F("a", 0, "int", 4), F("b", 4, "int", 4), F("c", 8, "short", 2)])
     b = L(12, [F("a", 0, "unsigned int", 4), F("c", 4, "int", 4), F("d", 8, "int", 4)])
     out = layout_changes(a, b)

@@ -45,13 +45,13 @@ HAZARDS = {h.name: h for h in (
            "a listed function constructs an object into static storage (the constructor inlined stores the "
            "vtable pointer; hot-patch code reads it through __ref_??_7Circle@@6B@, bound to the base's "
            "vtable, whose slots name the base's methods)"),
-    Hazard("vtable_override_added", "virtual", "rejected", None,
+    Hazard("vtable_override_added", "4", "rejected", "HP311",
            "a class gains an override (new, listed): the objects the base built keep the base's vtable, "
            "whose slot still names the inherited method; an unlisted caller dispatches through it"),
-    Hazard("vtable_grow_end", "virtual", "rejected", None,
+    Hazard("vtable_grow_end", "4", "rejected", "HP311",
            "a new virtual method is added at the end of a class; a listed function calls it on an object the "
            "base built (its vtable has no such slot)"),
-    Hazard("vtable_grow_mid", "virtual", "rejected", None,
+    Hazard("vtable_grow_mid", "4", "rejected", "HP311",
            "a new virtual method is inserted before an existing one; a listed caller dispatches to the moved "
            "slot on an object the base built"),
     Hazard("mfp_compare", "2", "rejected", "HP603",
@@ -168,12 +168,6 @@ def render(seed: int, hazards: list[str] | None = None) -> Pair:
     # benign
     alt("benign_c", f"API u32 bn_one(u32 x) {{ return x * {k[9]} + g_hits; }}\n",
         f"API u32 bn_one(u32 x) {{ return x * {k[9] + 2} + g_hits; }}\n", "bn_one")
-    # A sized read-only global placed after every vtable (.rdata$zz sorts after .rdata): without it the
-    # last vtable, a public without a size, is compared up to the next symbol and takes in the debug
-    # directory, which differs in every build (a false HP501 on the vtable's readers).
-    both("#pragma section(\".rdata$zz\", read)\n__declspec(allocate(\".rdata$zz\")) extern \"C\" "
-         f"const u32 k_tail[4] = {{{k[13]}, {k[14]}, {k[15]}, {k[16]}}};\n"
-         "API u32 tail(u32 x) { return k_tail[x & 3] + x; }\n")
     both("extern \"C\" int __stdcall DllMain(void *instance, unsigned long reason, void *reserved)\n{\n"
          "    (void)instance; (void)reserved;\n    if (reason == 1) {\n"
          f"        g_sq = new (g_store) Square({k[10]});\n"

@@ -31,7 +31,7 @@ _ROUNDS = 3
 class _Side:
     def __init__(self, ix: SymbolIndex, known: Iterable[int]):
         self.ix = ix
-        self.starts = sorted({*known, *(g.rva for g in ix.globals)})
+        self.starts = sorted({*known, *(g.rva for g in ix.globals), *ix.image.structure_starts})
 
     def extent(self, t: int) -> int:
         g = self.ix.global_at(t)

@@ -22,6 +22,7 @@ class DataView:
     def __init__(self, ix: SymbolIndex, code: dict[int, FuncCode]):
         self.ix = ix
         starts = {g.rva for g in ix.globals}
+        starts.update(ix.image.structure_starts)  # a guessed extent stops at the debug data
         for fc in code.values():
             for _, kind, t in fc.refs:
                 if kind == _DATA:

@@ -294,6 +294,16 @@ class PEImage:
     def kind(self) -> str:
         return "dll" if self.is_dll else "exe"
 
+    @cached_property
+    def structure_starts(self) -> tuple[int, ...]:
+        """RVAs where structures the linker writes into data sections begin: every data
+        directory, and the data of each debug directory entry (the CodeView record).  A
+        guessed extent of data before them ends there: the debug data differ in every
+        build."""
+        rvas = {rva for rva, _size in self.data_directories if rva}
+        rvas.update(d.rva for d in self.debug_entries if d.rva)
+        return tuple(sorted(rvas))
+
     def directory(self, index: int) -> tuple[int, int]:
         if index < len(self.data_directories):
             return self.data_directories[index]

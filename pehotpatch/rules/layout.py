@@ -43,10 +43,11 @@ define(
     """A struct, class or union used by changed code (in a changed function's
     signature, as the type of one of its locals or parameters, including pointers to
     it that cast a byte pool or an opaque handle, as the type of a global it reads or
-    writes, or of a global at all) gained, lost, resized or moved a field, or changed
-    size. Objects of that type that
-    already exist in the running image (globals, heap objects, callers' stack frames)
-    keep the old layout, and patched code would read them with the new one.""",
+    writes, or of a global at all) gained, lost, resized or moved a field, changed
+    size, or, for a C++ class, gained, lost or moved a virtual method of its own or an
+    override. Objects of that type that already exist in the running image (globals,
+    heap objects, callers' stack frames) keep the old layout and the old virtual
+    function table, and patched code would read them with the new one.""",
 )
 
 MAX_TYPE_DEPTH = 4
@@ -277,6 +278,32 @@ def layout_changes(lb: TypeLayout, ln: TypeLayout) -> list[str]:
                 out.append(f"{what} {f.name} size {b.size} -> {f.size}")
     if lb.has_vfptr != ln.has_vfptr:
         out.append("virtual function table pointer " + ("added" if ln.has_vfptr else "removed"))
+    out += _virtual_changes(lb, ln)
+    return out
+
+
+def _virtual_changes(lb: TypeLayout, ln: TypeLayout) -> list[str]:
+    """The class's virtual function table as its own virtual methods shape it: a slot it
+    introduces added, removed or moved, an override added or removed.  Objects the base
+    built hold the base's table, so a call through a new slot reads past it and a new
+    override is never called for them."""
+    out: list[str] = []
+    bi = {n: o for n, o in lb.virtuals if o is not None}
+    ni = {n: o for n, o in ln.virtuals if o is not None}
+    bo = {n for n, o in lb.virtuals if o is None}
+    no = {n for n, o in ln.virtuals if o is None}
+    for n, o in ln.virtuals:
+        if o is not None and n not in bi:
+            out.append(f"virtual method {n} added (vtable slot +{o:#x})")
+        elif o is not None and bi[n] != o:
+            out.append(f"virtual method {n} moved from vtable slot +{bi[n]:#x} to +{o:#x}")
+        elif o is None and n not in bo and n not in bi:
+            out.append(f"override of virtual method {n} added")
+    for n, o in lb.virtuals:
+        if o is not None and n not in ni:
+            out.append(f"virtual method {n} removed (was vtable slot +{o:#x})")
+        elif o is None and n not in no and n not in ni:
+            out.append(f"override of virtual method {n} removed")
     return out
 
 

@@ -31,6 +31,7 @@ from .records import (
     MemberField,
     MemberFunctionRecord,
     ModifierRecord,
+    OneMethodField,
     PointerRecord,
     ProcedureRecord,
     VFuncTabField,
@@ -61,7 +62,15 @@ class TypeLayout:
     has_vfptr: bool = False
     is_forward_ref: bool = False  # a forward reference whose definition is not in the table
     type_index: int = 0
+    # the class's own virtual methods (LF_ONEMETHOD): (name, vtable offset) for those it
+    # introduces, (name, None) for overrides; overload groups (LF_METHOD) are not read
+    virtuals: tuple[tuple[str, int | None], ...] = ()
 
+
+
+#: LF_ONEMETHOD method properties (attribute bits 2-4) of virtual methods: virtual
+#: (an override), introducing virtual, pure virtual, pure introducing virtual.
+_VIRTUAL = frozenset({1, 4, 5, 6})
 
 
 class TypeTable(TypeNames):
@@ -82,7 +91,11 @@ class TypeTable(TypeNames):
             fields: list[Field] = []
             bases: list[Field] = []
             has_vfptr = False
+            virtuals: list[tuple[str, int | None]] = []
             for m in self._members(rec.field_list):
+                if isinstance(m, OneMethodField) and (m.attributes >> 2) & 7 in _VIRTUAL:
+                    virtuals.append((m.name, m.vftable_offset))
+                    continue
                 if isinstance(m, MemberField):
                     mrec = self.record(m.type)
                     if isinstance(mrec, BitfieldRecord):
@@ -114,7 +127,8 @@ class TypeTable(TypeNames):
                     )
                 elif isinstance(m, VFuncTabField):
                     has_vfptr = True
-            return TypeLayout(name, size, kind, fields, bases, has_vfptr=has_vfptr, type_index=real)
+            return TypeLayout(name, size, kind, fields, bases, has_vfptr=has_vfptr, type_index=real,
+                              virtuals=tuple(virtuals))
         if isinstance(rec, EnumRecord):
             if rec.is_forward_ref:
                 return TypeLayout(name, None, "enum", is_forward_ref=True, type_index=real)
