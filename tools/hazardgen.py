@@ -375,14 +375,20 @@ def build(src: str, d: Path, name: str, listed: set[str] | None) -> None:
     pre = ["setarch", "-R"] if shutil.which("setarch") else []
     subprocess.run([*pre, pairgen.CLANG, *pairgen.CFLAGS, *marks, "hz.c", "/Fohz.obj"], cwd=d, check=True,
                    capture_output=True)
+    link(d, name)
+
+
+def link(d: Path, name: str) -> None:
+    """Link d/hz.obj into d/<name>.dll and its PDB (CRT-free, hot-patch compatible)."""
     subprocess.run([pairgen.LLD, "/nologo", "/dll", "/machine:x64", "/entry:DllMain", "/nodefaultlib",
                     "/noimplib", "/debug", f"/pdb:{name}.pdb", "/pdbaltpath:%_PDB%", "/Brepro",
                     "/functionpadmin:6", "/hotpatchcompatible", f"/out:{name}.dll", "hz.obj"],
                    cwd=d, check=True, capture_output=True)
 
 
-def generate(seed: int, d: Path, hazards: list[str] | None = None) -> Pair:
-    """Write and build seed's pair: d/base.dll+pdb, d/n/intermediate.dll+pdb+hotpatch_functions.txt."""
+def generate(seed: int, d: Path, hazards: list[str] | None = None, *, render=render, build=build) -> Pair:
+    """Write and build seed's pair: d/base.dll+pdb, d/n/intermediate.dll+pdb+hotpatch_functions.txt
+    (``render``, ``build``: another generator's, e.g. tools/hazardgen_cpp.py)."""
     pair = render(seed, hazards)
     build(pair.base, d / "b", "base", None)
     build(pair.new, d / "n", "intermediate", pair.listed)
@@ -391,20 +397,23 @@ def generate(seed: int, d: Path, hazards: list[str] | None = None) -> Pair:
     return pair
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, *, known: dict | None = None, make=generate, doc: str | None = None,
+         prefix: str = "hazardgen-") -> int:
+    """The command line (``known``, ``make``, ``doc``, ``prefix``: another generator's)."""
+    known = HAZARDS if known is None else known
+    ap = argparse.ArgumentParser(description=(doc or __doc__ or "").split("\n\n")[0])
     ap.add_argument("--seeds", default="0-9", help="e.g. 0-49 or 1,5,9")
     ap.add_argument("--hazards", help="comma-separated: inject exactly these (default: the seeded choice)")
     ap.add_argument("--keep", type=Path, help="build in this directory and keep it")
     args = ap.parse_args(argv)
     hazards = args.hazards.split(",") if args.hazards else None
     for h in hazards or []:
-        if h not in HAZARDS:
-            ap.error(f"unknown hazard {h!r} (known: {', '.join(HAZARDS)})")
-    root = args.keep or Path(tempfile.mkdtemp(prefix="hazardgen-"))
+        if h not in known:
+            ap.error(f"unknown hazard {h!r} (known: {', '.join(known)})")
+    root = args.keep or Path(tempfile.mkdtemp(prefix=prefix))
     try:
         for seed in pairgen._seeds(args.seeds):
-            pair = generate(seed, root / f"seed{seed}", hazards)
+            pair = make(seed, root / f"seed{seed}", hazards)
             print(f"seed {seed}: {', '.join(pair.hazards)} -> expected {pair.expected or '?'}; "
                   f"listed {', '.join(sorted(pair.listed)) or '-'}", flush=True)
     finally:

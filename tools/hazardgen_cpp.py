@@ -22,12 +22,10 @@ process does after the patch is applied, not from the check's output.
 
 from __future__ import annotations
 
-import argparse
 import random
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -216,42 +214,16 @@ def build(src: str, d: Path, name: str, listed: set[str] | None) -> None:
         marks = ["-fms-secure-hotpatch-functions-file=hotpatch_functions.txt"]
     subprocess.run([*pre, pairgen.CLANG, *CXXFLAGS, *marks, "hz.cpp", "/Fohz.obj"], cwd=d, check=True,
                    capture_output=True)
-    subprocess.run([pairgen.LLD, "/nologo", "/dll", "/machine:x64", "/entry:DllMain", "/nodefaultlib",
-                    "/noimplib", "/debug", f"/pdb:{name}.pdb", "/pdbaltpath:%_PDB%", "/Brepro",
-                    "/functionpadmin:6", "/hotpatchcompatible", f"/out:{name}.dll", "hz.obj"],
-                   cwd=d, check=True, capture_output=True)
+    hazardgen.link(d, name)
 
 
 def generate(seed: int, d: Path, hazards: list[str] | None = None) -> Pair:
     """Write and build seed's pair: d/base.dll+pdb, d/n/intermediate.dll+pdb+hotpatch_functions.txt."""
-    pair = render(seed, hazards)
-    build(pair.base, d / "b", "base", None)
-    build(pair.new, d / "n", "intermediate", pair.listed)
-    for ext in ("dll", "pdb"):
-        shutil.copy(d / "b" / f"base.{ext}", d / f"base.{ext}")
-    return pair
+    return hazardgen.generate(seed, d, hazards, render=render, build=build)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", default="0-9", help="e.g. 0-49 or 1,5,9")
-    ap.add_argument("--hazards", help="comma-separated: inject exactly these (default: the seeded choice)")
-    ap.add_argument("--keep", type=Path, help="build in this directory and keep it")
-    args = ap.parse_args(argv)
-    hazards = args.hazards.split(",") if args.hazards else None
-    for h in hazards or []:
-        if h not in HAZARDS:
-            ap.error(f"unknown hazard {h!r} (known: {', '.join(HAZARDS)})")
-    root = args.keep or Path(tempfile.mkdtemp(prefix="hazardgen-cpp-"))
-    try:
-        for seed in pairgen._seeds(args.seeds):
-            pair = generate(seed, root / f"seed{seed}", hazards)
-            print(f"seed {seed}: {', '.join(pair.hazards)} -> expected {pair.expected or '?'}; "
-                  f"listed {', '.join(sorted(pair.listed)) or '-'}", flush=True)
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
-    return 0
+    return hazardgen.main(argv, known=HAZARDS, make=generate, doc=__doc__, prefix="hazardgen-cpp-")
 
 
 if __name__ == "__main__":

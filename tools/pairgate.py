@@ -277,19 +277,27 @@ def omitted_candidate(truth: pairgen.Truth, seed: int) -> str | None:
     return random.Random(seed * 101 + 7).choice(cands) if cands else None
 
 
-def run_seed(seed: int, root: Path, size: int = 1, ignore: frozenset[str] = frozenset()) -> list[Outcome]:
-    d = root / f"seed{seed}"
+def build_variants(seed: int, d: Path, size: int = 1) -> tuple[pairgen.Truth, list[tuple[str, str | None, Path]]]:
+    """Build seed's base in d/b and its intermediates: "full" in d/n and, when a changed
+    function can be left out of the functions file, "omit" in d/o; returns the truth and
+    (variant, omitted function, directory) per intermediate."""
     base = pairgen.Generator(seed, size).base()
     new, truth, _ = pairgen.mutate(base, seed)
     pairgen.build(pairgen.render_with_switch_wrappers(base, pairgen.base_order(base)), d / "b", "base", None)
     srcs = pairgen.render_with_switch_wrappers(new, pairgen.shuffled_order(new, seed))
     pairgen.build(srcs, d / "n", "intermediate", truth.changed)
-    outs = [check_variant(d, d / "n", seed, "full", None, truth, ignore)]
+    variants: list[tuple[str, str | None, Path]] = [("full", None, d / "n")]
     omitted = omitted_candidate(truth, seed)
     if omitted is not None:
         pairgen.build(srcs, d / "o", "intermediate", truth.changed - {omitted})
-        outs.append(check_variant(d, d / "o", seed, "omit", omitted, truth, ignore))
-    return outs
+        variants.append(("omit", omitted, d / "o"))
+    return truth, variants
+
+
+def run_seed(seed: int, root: Path, size: int = 1, ignore: frozenset[str] = frozenset()) -> list[Outcome]:
+    d = root / f"seed{seed}"
+    truth, variants = build_variants(seed, d, size)
+    return [check_variant(d, v, seed, name, omitted, truth, ignore) for name, omitted, v in variants]
 
 
 def summary(outs: list[Outcome]) -> dict:

@@ -130,19 +130,10 @@ def prove(seed: int, variant: str, config: str, d: Path, v: Path) -> Proof:
 
 def run_seed(seed: int, root: Path, size: int = 1) -> list[Proof]:
     d = root / f"seed{seed}"
-    base = pairgen.Generator(seed, size).base()
-    new, truth, _ = pairgen.mutate(base, seed)
-    pairgen.build(pairgen.render_with_switch_wrappers(base, pairgen.base_order(base)), d / "b", "base", None)
-    srcs = pairgen.render_with_switch_wrappers(new, pairgen.shuffled_order(new, seed))
-    pairgen.build(srcs, d / "n", "intermediate", truth.changed)
+    _truth, variants = pairgate.build_variants(seed, d, size)
     for ext in ("dll", "pdb"):
         shutil.copy(d / "b" / f"base.{ext}", d / f"base.{ext}")
-    variants = [("full", d / "n")]
-    omitted = pairgate.omitted_candidate(truth, seed)
-    if omitted is not None:
-        pairgen.build(srcs, d / "o", "intermediate", truth.changed - {omitted})
-        variants.append(("omit", d / "o"))
-    return [prove(seed, name, config, d, v) for name, v in variants for config in CONFIGS]
+    return [prove(seed, name, config, d, v) for name, _omitted, v in variants for config in CONFIGS]
 
 
 #: The hazard generators by --generator name (tools/hazardgen.py: C; tools/hazardgen_cpp.py: C++).
